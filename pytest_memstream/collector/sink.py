@@ -1,0 +1,102 @@
+"""The sink: a background thread that owns a ZeroMQ PULL socket and feeds RunState."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import zmq
+
+from pytest_memstream import protocol
+from pytest_memstream.collector.state import RunState
+
+#: Frames read in one go before the thread looks at its control socket again.
+DRAIN = 256
+_ids = itertools.count()
+
+
+class SinkError(RuntimeError):
+    """The sink could not start (for example: the endpoint cannot be bound)."""
+
+
+class Sink:
+    """Receives every worker's frames, authenticates and decodes them, applies them.
+
+    The thread owns its sockets; ``stop()`` asks it, over an inproc socket, to close them.
+    No input can stop it: anything that fails to decode is counted in ``state.rejects``.
+    """
+
+    def __init__(self, state: RunState, secret: bytes, bind: str) -> None:
+        self.state = state
+        self._secret = secret
+        self._context = zmq.Context()
+        try:
+            self._pull = self._bind(bind)
+        except zmq.ZMQError as exc:
+            self._context.destroy(linger=0)
+            raise SinkError(f"cannot bind the sink to {bind!r}: {exc}") from None
+        self.endpoint = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        control = f"inproc://memstream-sink-{next(_ids)}"
+        self._control = self._context.socket(zmq.PAIR)
+        self._control.bind(control)
+        self._stopper = self._context.socket(zmq.PAIR)
+        self._stopper.connect(control)
+        self._thread = threading.Thread(target=self._run, name="memstream-sink", daemon=True)
+        self.internal_errors = 0
+
+    def _bind(self, bind: str) -> zmq.Socket[bytes]:
+        pull = self._context.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.setsockopt(zmq.RCVHWM, 10_000)
+        # ZeroMQ itself disconnects a peer that announces a larger frame.
+        pull.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME + 1024)
+        host = bind[len("tcp://") :] if bind.startswith("tcp://") else None
+        if host is not None and (host.endswith("]") or ":" not in host):
+            bind += ":*"  # a host without a port: any free port
+        try:
+            pull.bind(bind)
+        except zmq.ZMQError:
+            pull.close()
+            raise
+        return pull
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self._stopper.send(b"stop")
+            self._thread.join(timeout)
+        self._stopper.close(linger=0)
+        if not self._thread.is_alive():
+            self._context.term()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._pull, zmq.POLLIN)
+        poller.register(self._control, zmq.POLLIN)
+        try:
+            while True:
+                events = dict(poller.poll())
+                if self._control in events:
+                    break
+                self._drain()
+        finally:
+            self._pull.close(linger=0)
+            self._control.close(linger=0)
+
+    def _drain(self) -> None:
+        for _ in range(DRAIN):
+            try:
+                frames = self._pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                batch = protocol.decode_frame(self._secret, frames)
+            except protocol.ProtocolError as exc:
+                self.state.reject(exc.reason)
+                continue
+            try:
+                self.state.accept(batch)
+            except Exception:  # a bug of ours must not silence the stream
+                self.internal_errors += 1

@@ -1,0 +1,342 @@
+"""What the sink knows about the run: per test, per worker and in total.
+
+The sink thread applies validated messages under ``RunState.cond``; the controller reads
+under the same lock and waits on it for a worker's stream to drain.  Nothing here knows
+about pytest or ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_memstream import protocol
+from pytest_memstream.protocol import PHASES, Message, ProtocolError
+
+#: Recent samples kept per running test: what a crash report and a viewer show.
+SAMPLES_KEPT = 120
+#: Reasons a frame or message is rejected; a fixed set so that counting stays bounded.
+REJECT_REASONS = ("frame", "size", "auth", "msgpack", "version", "schema", "unknown-worker", "replay")
+
+
+@dataclass(slots=True)
+class TestRecord:
+    """One test's figures as the report shows them; sizes in bytes."""
+
+    nodeid: str
+    worker: str
+    index: int
+    outcome: str
+    method: str
+    source: str
+    #: ``phase -> [rss_before, rss_after, peak_rss, duration]``
+    phases: dict[str, list[Any]]
+    started: float
+    finished: float
+    rss_start: int = 0
+    rss_end: int = 0
+    peak_rss: int = 0
+    peak_phase: str = ""
+    growth: int = 0
+    kept: int = 0
+    #: Only for a crashed test: its last samples and how fast RSS was climbing (bytes/s).
+    samples: list[list[Any]] = field(default_factory=list)
+    climb_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        order = [name for name in PHASES if name in self.phases]
+        if not order:
+            return
+        first, last = self.phases[order[0]], self.phases[order[-1]]
+        self.rss_start, self.rss_end = first[0], last[1]
+        self.peak_phase = max(order, key=lambda name: self.phases[name][2])
+        self.peak_rss = max(self.rss_start, self.phases[self.peak_phase][2])
+        self.growth = self.peak_rss - self.rss_start
+        self.kept = self.rss_end - self.rss_start
+
+    @classmethod
+    def from_end(cls, message: Message, source: str) -> TestRecord:
+        return cls(
+            nodeid=message["id"],
+            worker=message["w"],
+            index=message["i"],
+            outcome=message["o"],
+            method=message["m"],
+            source=source,
+            phases=message["p"],
+            started=message["t0"],
+            finished=message["t"],
+        )
+
+
+@dataclass(slots=True)
+class RunningTest:
+    """A test that has started on a worker and not yet ended, as far as the stream says."""
+
+    index: int
+    nodeid: str
+    started: float
+    rss_start: int
+    phase: str = "setup"
+    rss: int = 0
+    peak: int = 0
+    phases: dict[str, list[Any]] = field(default_factory=dict)
+    samples: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
+
+    def climb_rate(self, window: float = 2.0) -> float:
+        """Bytes per second over the last ``window`` seconds of samples (0 if unknown)."""
+        if len(self.samples) < 2:
+            return 0.0
+        last_t, last_rss = self.samples[-1]
+        for t, rss in self.samples:
+            if last_t - t <= window:
+                break
+        return (last_rss - rss) / (last_t - t) if last_t > t else 0.0
+
+
+@dataclass(slots=True)
+class WorkerState:
+    id: str
+    pid: int = 0
+    method: str = ""
+    platform: str = ""
+    #: expected → running → complete | recovered | crashed | incomplete
+    status: str = "expected"
+    error: str = ""
+    received: int = 0
+    next_seq: int = 0
+    #: Messages missing by sequence number; ``dropped`` are those the worker's own
+    #: queue refused (it tells us in ``bye`` or ``workeroutput``).
+    gaps: int = 0
+    dropped: int = 0
+    sent: int = 0
+    recovered: int = 0
+    unrecoverable: int = 0
+    max_rss: int = 0
+    bye: bool = False
+    last_seen: float = 0.0
+    running: RunningTest | None = None
+    #: The id of the test that was running when the worker died.
+    crashed: str = ""
+    #: Highest test index seen, so that a test known only from xdist gets a fresh one.
+    last_index: int = -1
+    #: Tests that started but whose end never arrived (index -> nodeid).
+    unfinished: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        """Messages the worker sent that the sink never accepted."""
+        return self.gaps
+
+
+class RunState:
+    """The aggregate of every worker's stream, safe to share between two threads."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.started = time.time()
+        self.workers: dict[str, WorkerState] = {}
+        self.tests: dict[tuple[str, int], TestRecord] = {}
+        self.rejects: Counter[str] = Counter()
+        self.messages = 0
+        self.frames = 0
+
+    # --- the sink thread's side --------------------------------------------------------
+
+    def expect(self, worker: str) -> None:
+        """Admit messages from ``worker`` (an id the controller handed out)."""
+        with self.cond:
+            self.workers.setdefault(worker, WorkerState(worker))
+
+    def reject(self, reason: str) -> None:
+        with self.cond:
+            self.rejects[reason] += 1
+
+    def accept(self, batch: list[Any]) -> None:
+        """Apply one authenticated frame's messages, each checked on its own."""
+        with self.cond:
+            self.frames += 1
+            for raw in batch:
+                try:
+                    message = protocol.check_message(raw)
+                except ProtocolError as exc:
+                    self.rejects[exc.reason] += 1
+                    continue
+                self._apply(message)
+            self.cond.notify_all()
+
+    def _apply(self, message: Message) -> None:
+        worker = self.workers.get(message["w"])
+        if worker is None:
+            self.rejects["unknown-worker"] += 1
+            return
+        seq = message["q"]
+        if seq < worker.next_seq:
+            self.rejects["replay"] += 1
+            return
+        worker.gaps += seq - worker.next_seq
+        worker.next_seq = seq + 1
+        worker.received += 1
+        worker.last_seen = message["t"]
+        self.messages += 1
+        getattr(self, "_on_" + message["k"])(worker, message)
+
+    def _on_hello(self, worker: WorkerState, message: Message) -> None:
+        worker.pid = message["pid"]
+        worker.method = message["method"]
+        worker.platform = message["platform"]
+        worker.max_rss = max(worker.max_rss, message["rss"])
+        if worker.status == "expected":
+            worker.status = "running"
+
+    def _on_start(self, worker: WorkerState, message: Message) -> None:
+        if worker.running is not None:
+            worker.unfinished[worker.running.index] = worker.running.nodeid
+        if worker.status == "expected":
+            worker.status = "running"
+        rss = message["rss"]
+        worker.last_index = max(worker.last_index, message["i"])
+        worker.running = RunningTest(message["i"], message["id"], message["t"], rss, rss=rss, peak=rss)
+
+    def _on_phase(self, worker: WorkerState, message: Message) -> None:
+        running = worker.running
+        figures = message["f"]
+        worker.max_rss = max(worker.max_rss, figures[2])
+        if running is not None and running.index == message["i"]:
+            running.phases[message["ph"]] = figures
+            running.rss = figures[1]
+            running.peak = max(running.peak, figures[2])
+
+    def _on_sample(self, worker: WorkerState, message: Message) -> None:
+        samples = message["s"]
+        worker.max_rss = max(worker.max_rss, max(rss for _, rss in samples))
+        running = worker.running
+        if running is not None and running.index == message["i"]:
+            running.phase = message["ph"] or running.phase
+            running.samples.extend(samples)
+            running.rss = samples[-1][1]
+            running.peak = max(running.peak, running.rss)
+
+    def _on_end(self, worker: WorkerState, message: Message) -> None:
+        record = TestRecord.from_end(message, "stream")
+        worker.last_index = max(worker.last_index, record.index)
+        worker.max_rss = max(worker.max_rss, record.peak_rss)
+        self.tests.setdefault((worker.id, record.index), record)
+        worker.unfinished.pop(record.index, None)
+        if worker.running is not None and worker.running.index == record.index:
+            worker.running = None
+
+    def _on_bye(self, worker: WorkerState, message: Message) -> None:
+        worker.bye = True
+        worker.sent = message["sent"]
+        worker.dropped = message["dropped"]
+
+    # --- the controller's side ---------------------------------------------------------
+
+    def wait_for(self, worker: str, last_seq: int, timeout: float) -> bool:
+        """Wait until ``worker``'s message ``last_seq`` has been applied, at most ``timeout``."""
+        state = self.workers.get(worker)
+        if state is None:
+            return False
+        with self.cond:
+            return self.cond.wait_for(lambda: state.next_seq > last_seq, timeout)
+
+    def wait_quiet(self, worker: str, quiet: float, timeout: float) -> None:
+        """Wait until ``worker`` sent nothing for ``quiet`` seconds, at most ``timeout``."""
+        state = self.workers.get(worker)
+        if state is None:
+            return
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            seen, quiet_since = state.next_seq, time.monotonic()
+            while (now := time.monotonic()) < deadline and now - quiet_since < quiet:
+                self.cond.wait(min(quiet, deadline - now))
+                if state.next_seq != seen:
+                    seen, quiet_since = state.next_seq, time.monotonic()
+
+    def finish_worker(self, worker: str, fallback: dict[str, Any] | None, error: str | None) -> None:
+        """The worker is down: fill gaps from its fallback, and name what is lost.
+
+        ``fallback`` is what the worker put in ``workeroutput`` (None if it crashed);
+        ``error`` is why it went down, if it did not finish normally.
+        """
+        records: list[Message] = []
+        problem = ""
+        if fallback is not None:
+            try:
+                records = protocol.decode_records(fallback["records"])
+            except (ProtocolError, KeyError, TypeError) as exc:
+                problem = f"unreadable fallback: {exc}"
+        with self.cond:
+            state = self.workers.setdefault(worker, WorkerState(worker))
+            if fallback is not None:
+                state.dropped = max(state.dropped, int(fallback.get("dropped", 0)))
+                state.sent = max(state.sent, int(fallback.get("sent", 0)))
+                # Messages at the tail that never arrived are lost too, not only gaps.
+                state.gaps += max(0, int(fallback.get("last_seq", -1)) + 1 - state.next_seq)
+                state.next_seq = max(state.next_seq, int(fallback.get("last_seq", -1)) + 1)
+            for message in records:
+                key = (worker, message["i"])
+                if key not in self.tests:
+                    self.tests[key] = TestRecord.from_end(message, "fallback")
+                    state.recovered += 1
+                    state.last_index = max(state.last_index, message["i"])
+                state.unfinished.pop(message["i"], None)
+            if error is not None:
+                state.status, state.error = "crashed", error
+                self._record_crash(state)
+            elif problem or fallback is None:
+                state.status, state.error = "incomplete", problem or "no workeroutput"
+            else:
+                state.status = "recovered" if state.recovered else "complete"
+            state.unrecoverable = len(state.unfinished)
+            self.cond.notify_all()
+
+    def _record_crash(self, state: WorkerState) -> None:
+        running = state.running
+        if running is None:
+            return
+        phases = dict(running.phases)
+        if running.phase not in phases:
+            # The phase the worker died in: what the samples saw of it.
+            phases[running.phase] = [running.rss_start if not phases else running.rss,
+                                     running.rss, running.peak, 0.0]
+        last = running.samples[-1][0] if running.samples else running.started
+        record = TestRecord(
+            nodeid=running.nodeid,
+            worker=state.id,
+            index=running.index,
+            outcome="crashed",
+            method="sampled",
+            source="stream",
+            phases=phases,
+            started=running.started,
+            finished=last,
+            samples=[list(s) for s in running.samples],
+            climb_rate=running.climb_rate(),
+        )
+        record.rss_start = running.rss_start
+        record.rss_end = running.rss
+        record.peak_rss = max(record.peak_rss, running.peak)
+        record.growth = record.peak_rss - record.rss_start
+        record.kept = record.rss_end - record.rss_start
+        self.tests[(state.id, running.index)] = record
+        state.crashed = running.nodeid
+        state.running = None
+
+    def note_crashed_test(self, worker: str, nodeid: str) -> None:
+        """xdist says ``nodeid`` was running when ``worker`` died; keep it if the stream did not."""
+        with self.cond:
+            state = self.workers.setdefault(worker, WorkerState(worker))
+            if state.crashed:
+                return
+            state.last_index += 1
+            now = time.time()
+            self.tests[(worker, state.last_index)] = TestRecord(
+                nodeid, worker, state.last_index, "crashed", "sampled", "fallback", {}, now, now
+            )
+            state.crashed = nodeid
+            state.status = "crashed"

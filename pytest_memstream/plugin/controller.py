@@ -1,0 +1,201 @@
+"""The controlling pytest process: owns the sink, hands its address to workers, reports.
+
+Under pytest-xdist this is the controller (it runs no tests).  Without xdist the one
+pytest process is both: it runs a local Recorder that streams to its own sink as worker
+``main``, over the same path, so a viewer can attach to a plain run too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_memstream.collector.report import (
+    Report,
+    build_report,
+    summary_lines,
+    summary_title,
+    write_report,
+)
+from pytest_memstream.collector.sink import Sink
+from pytest_memstream.collector.state import RunState
+from pytest_memstream.plugin.options import Settings
+from pytest_memstream.plugin.recorder import Recorder
+
+#: How long the controller waits for a finished worker's stream to drain.
+DRAIN_TIMEOUT = 5.0
+#: For a crashed worker the last sequence number is unknown: wait until it is quiet.
+CRASH_QUIET = 0.2
+CRASH_TIMEOUT = 1.0
+#: How long a worker may take to flush and close its stream at the end.
+CLOSE_TIMEOUT = 3.0
+
+
+class Controller:
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: Settings,
+        sink: Sink,
+        secret: bytes,
+        start_recorder: Callable[[pytest.Config, dict[str, Any]], Recorder],
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.sink = sink
+        self.state = sink.state
+        self.secret = secret
+        self._start_recorder = start_recorder
+        self.local: Recorder | None = None
+        self.report: Report | None = None
+        self.problems: list[str] = []
+        self.session_file: Path | None = None
+        self._started = time.time()
+
+    # --- workers ------------------------------------------------------------------------
+
+    def worker_spec(self, worker: str) -> dict[str, Any]:
+        """What a worker needs to stream: only basic types (execnet sends it)."""
+        self.state.expect(worker)
+        return {
+            "endpoint": self.sink.endpoint,
+            "secret": self.secret.hex(),
+            "worker": worker,
+            "interval": self.settings.interval,
+        }
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["memstream"] = self.worker_spec(node.gateway.id)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object | None) -> None:
+        worker = node.gateway.id
+        output = getattr(node, "workeroutput", None)
+        fallback = output.get("memstream") if isinstance(output, dict) else None
+        state = self.state.workers.get(worker)
+        if state is not None and state.status not in ("expected", "running"):
+            return  # already settled: xdist reports an interrupted worker twice
+        if isinstance(fallback, dict):
+            if not self.state.wait_for(worker, int(fallback.get("last_seq", -1)), DRAIN_TIMEOUT):
+                self.problems.append(
+                    f"the stream of {worker} had not drained after {DRAIN_TIMEOUT:.0f}s; "
+                    "its tests were filled in from workeroutput"
+                )
+        else:
+            self.state.wait_quiet(worker, CRASH_QUIET, CRASH_TIMEOUT)
+        self.state.finish_worker(
+            worker, fallback if isinstance(fallback, dict) else None,
+            None if error is None else str(error)
+        )
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # xdist's report for the test a worker died in; it carries the worker node.
+        if report.when == "???":  # type: ignore[comparison-overlap]
+            node = getattr(report, "node", None)
+            gateway = getattr(node, "gateway", None)
+            if gateway is not None:
+                self.state.note_crashed_test(gateway.id, report.nodeid)
+
+    # --- the run ------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # Known only now: xdist registers its DSession in a trylast pytest_configure.
+        if not self.config.pluginmanager.has_plugin("dsession"):
+            self.local = self._start_recorder(self.config, self.worker_spec("main"))
+
+    def pytest_report_header(self) -> list[str]:
+        lines = [f"memstream: sink {self.sink.endpoint}"]
+        if self.settings.json_path is not None:
+            lines.append(f"memstream: JSON report to {self.settings.json_path}")
+        return lines
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.local is not None:
+            fallback = self.local.close(CLOSE_TIMEOUT)
+            self.state.wait_for("main", fallback["last_seq"], DRAIN_TIMEOUT)
+            self.state.finish_worker("main", fallback, None)
+            self.local = None
+        interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        for worker in list(self.state.workers.values()):
+            if worker.status in ("expected", "running") and worker.received:
+                self.state.finish_worker(worker.id, None, None)
+        self.report = build_report(self.state, self._run_facts(complete=not interrupted))
+        if self.settings.json_path is not None:
+            try:
+                write_report(self.report, self.settings.json_path)
+            except OSError as exc:
+                self.problems.append(f"could not write the JSON report: {exc}")
+
+    def _run_facts(self, complete: bool) -> dict[str, Any]:
+        methods = sorted({w.method for w in self.state.workers.values() if w.method})
+        return {
+            "started": self._started,
+            "duration": time.time() - self._started,
+            "endpoint": self.sink.endpoint,
+            "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+            "python": sys.version.split()[0],
+            "pytest": pytest.__version__,
+            "peak_method": methods[0] if len(methods) == 1 else ",".join(methods) or None,
+            "complete": complete,
+        }
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        report = self.report
+        if report is None:
+            return
+        verbosity = self.config.get_verbosity()
+        settings = self.settings
+        terminalreporter.write_sep("=", summary_title(report, settings.sort, settings.top))
+        for line in summary_lines(report, settings.sort, settings.top, verbosity):
+            terminalreporter.write_line(line)
+        if settings.json_path is not None and not self.problems:
+            terminalreporter.write_line(f"memstream: JSON report written to {settings.json_path}")
+        for problem in self.problems:
+            terminalreporter.write_line(f"memstream: warning: {problem}", yellow=True)
+
+    def pytest_unconfigure(self) -> None:
+        if self.local is not None:
+            self.local.close(CLOSE_TIMEOUT)
+            self.local = None
+        self.sink.stop()
+        if self.session_file is not None:
+            self.session_file.unlink(missing_ok=True)
+
+    # --- the viewer hand-off ------------------------------------------------------------
+
+    def write_session_file(self) -> None:
+        """Tell viewers where this run streams: a file only this user can read."""
+        cache = getattr(self.config, "cache", None)  # absent with -p no:cacheprovider
+        if cache is None:
+            return
+        try:
+            directory = cache.mkdir("memstream")
+            path = directory / f"session-{os.getpid()}.json"
+            tmp = path.with_suffix(".tmp")
+            content = {
+                "endpoint": self.sink.endpoint,
+                "secret": self.secret.hex(),
+                "pid": os.getpid(),
+                "started": self._started,
+                "rootdir": str(self.config.rootpath),
+            }
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                json.dump(content, file)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.problems.append(f"could not write the session file for viewers: {exc}")
+            return
+        self.session_file = path

@@ -1,0 +1,143 @@
+"""Command-line flags and ini keys, and the one resolver that turns them into Settings.
+
+Every flag is ``--memstream-*`` with dest ``memstream_*``, mirrored by an ini key of the
+same name.  The command line wins over the ini file; a bad value is a usage error that
+names the value and where it came from.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from pytest_memstream.collector.report import SORT_KEYS
+
+DEFAULT_TOP = 5
+DEFAULT_SORT = "growth"
+DEFAULT_INTERVAL = 0.1
+DEFAULT_BIND = "tcp://127.0.0.1"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool
+    top: int
+    sort: str
+    json_path: Path | None
+    interval: float
+    bind: str
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("memstream", "memory of every test, streamed live (pytest-memstream)")
+
+    def option(flag: str, help: str, ini_type: Any = "string", **kwargs: Any) -> None:
+        name = "memstream" + (f"_{flag}" if flag else "")
+        group.addoption(
+            "--" + name.replace("_", "-"), dest=name, default=None, help=help, **kwargs
+        )
+        parser.addini(name, help, type=ini_type, default=None)
+
+    option("", "measure the memory of every test and report the top tests.",
+           ini_type="bool", action="store_true")
+    option("top", f"rows in the summary, 0 for all (default {DEFAULT_TOP}).", metavar="N")
+    option("sort", f"order of the summary: {', '.join(SORT_KEYS)} (default {DEFAULT_SORT}).",
+           metavar="KEY")
+    option("json", "write the JSON report to PATH.", metavar="PATH")
+    option("interval", f"seconds between live RSS samples (default {DEFAULT_INTERVAL}).",
+           metavar="SECONDS")
+    option("bind", f"ZeroMQ endpoint of the sink (default {DEFAULT_BIND} on a free port).",
+           metavar="ENDPOINT")
+
+
+def _parse_top(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def _parse_sort(text: str) -> str:
+    if text not in SORT_KEYS:
+        raise ValueError
+    return text
+
+
+def _parse_interval(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and 0.001 <= value <= 3600):
+        raise ValueError
+    return value
+
+
+_ENDPOINT = re.compile(r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|\*)(:(\d{1,5}|\*))?|ipc://.+")
+
+
+def _parse_bind(text: str) -> str:
+    if not _ENDPOINT.fullmatch(text):
+        raise ValueError
+    return text
+
+
+class _Resolver:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def raw(self, name: str) -> tuple[Any, str] | None:
+        """The value given for ``name`` and where it came from, or None if not given."""
+        value = self.config.getoption(name)
+        if value is not None:
+            return value, "--" + name.replace("_", "-")
+        value = self.config.getini(name)
+        if value is None or value == "" or value == []:  # unset (pytest 8 and 9 differ)
+            return None
+        where = self.config.inipath or "the ini file"
+        return value, f"ini key {name} in {where}"
+
+    def get(self, name: str, parse: Callable[[str], T], default: T, expected: str) -> T:
+        given = self.raw(name)
+        if given is None:
+            return default
+        value, where = given
+        try:
+            return parse(str(value).strip())
+        except ValueError:
+            raise pytest.UsageError(
+                f"memstream: {where} got {str(value)!r}; expected {expected}"
+            ) from None
+
+    def path(self, name: str) -> Path | None:
+        given = self.raw(name)
+        if given is None:
+            return None
+        value, where = given
+        if where.startswith("--"):
+            base = self.config.invocation_params.dir
+        else:
+            base = self.config.inipath.parent if self.config.inipath else self.config.rootpath
+        return base / Path(str(value))
+
+
+def resolve(config: pytest.Config) -> Settings:
+    """Settings for this run; raises UsageError for a bad value."""
+    r = _Resolver(config)
+    enabled = r.raw("memstream")
+    return Settings(
+        enabled=bool(enabled and enabled[0]),
+        top=r.get("memstream_top", _parse_top, DEFAULT_TOP, "a whole number >= 0 (0 = all)"),
+        sort=r.get("memstream_sort", _parse_sort, DEFAULT_SORT, f"one of {', '.join(SORT_KEYS)}"),
+        json_path=r.path("memstream_json"),
+        interval=r.get("memstream_interval", _parse_interval, DEFAULT_INTERVAL,
+                       "a number of seconds between 0.001 and 3600"),
+        bind=r.get("memstream_bind", _parse_bind, DEFAULT_BIND,
+                   "a ZeroMQ endpoint such as tcp://127.0.0.1, tcp://127.0.0.1:5555 "
+                   "or ipc:///tmp/memstream.sock"),
+    )

@@ -1,0 +1,146 @@
+"""The measuring side: every phase of every test that runs in this process.
+
+Measured through the phase hooks, so that unittest and doctest items are measured too and
+a fixture's cost lands in the phase where it is spent.  The wrappers are ``tryfirst`` so
+that they enclose every other plugin's part of the phase.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Generator
+from typing import Any
+
+import msgpack
+import pytest
+
+from pytest_memstream import protocol
+from pytest_memstream.plugin.probe import MemoryProbe
+from pytest_memstream.plugin.stream import Stream
+
+#: A test that grew by this much is sent at once rather than with the next batch.
+URGENT_GROWTH = 16 << 20
+
+
+class Recorder:
+    """Measures each phase of each test in this process and streams the figures.
+
+    It also keeps every test's final record, packed, as the fallback that the controller
+    uses to fill whatever the stream lost.
+    """
+
+    def __init__(self, stream: Stream, probe: MemoryProbe) -> None:
+        self._stream = stream
+        self._probe = probe
+        self._index = -1
+        self._nodeid = ""
+        self._started = 0.0
+        self._phases: dict[str, list[Any]] = {}
+        self._outcomes: dict[str, str] = {}
+        self._fallback = msgpack.Packer(autoreset=False, use_bin_type=True)
+        self.tests = 0
+        stream.emit(
+            "hello",
+            {
+                "pid": os.getpid(),
+                "method": probe.method,
+                "interval": stream.interval,
+                "rss": probe.rss(),
+                "platform": sys.platform,
+            },
+        )
+        stream.start()
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
+        self._index += 1
+        self._nodeid = item.nodeid
+        self._phases = {}
+        self._outcomes = {}
+        self._started = time.time()
+        self._stream.emit("start", {"i": self._index, "id": item.nodeid, "rss": self._probe.rss()})
+        try:
+            return (yield)
+        finally:
+            self._stream.running = None
+            self._end()
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self) -> Generator[None, object, object]:
+        return (yield from self._measure("setup"))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self) -> Generator[None, object, object]:
+        return (yield from self._measure("call"))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self) -> Generator[None, object, object]:
+        return (yield from self._measure("teardown"))
+
+    def _measure(self, phase: str) -> Generator[None, object, object]:
+        probe = self._probe
+        self._stream.running = (self._index, phase)
+        before = probe.begin_phase()
+        start = time.perf_counter()
+        try:
+            return (yield)
+        finally:
+            duration = time.perf_counter() - start
+            after, peak = probe.end_phase()
+            self._phases[phase] = [before, after, max(peak, before, after), duration]
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        figures = self._phases.get(report.when) if report.nodeid == self._nodeid else None
+        if figures is None:
+            return
+        self._outcomes[report.when] = report.outcome
+        self._stream.emit(
+            "phase", {"i": self._index, "ph": report.when, "f": figures, "o": report.outcome}
+        )
+
+    def _end(self) -> None:
+        if not self._phases:
+            return
+        outcome = _test_outcome(self._outcomes)
+        end = {
+            "i": self._index,
+            "id": self._nodeid,
+            "o": outcome,
+            "m": self._probe.method,
+            "p": self._phases,
+            "t0": self._started,
+        }
+        start = min(figures[0] for figures in self._phases.values())
+        peak = max(figures[2] for figures in self._phases.values())
+        urgent = peak - start >= URGENT_GROWTH or outcome in ("failed", "error")
+        self._stream.emit("end", end, urgent=urgent)
+        self._fallback.pack(
+            dict(end, v=protocol.VERSION, k="end", w=self._stream.worker, q=0, t=time.time())
+        )
+        self.tests += 1
+
+    def close(self, timeout: float) -> dict[str, Any]:
+        """Stop streaming; return what the controller needs to check and fill the stream."""
+        self._stream.stop(self.tests, timeout)
+        return {
+            "version": protocol.VERSION,
+            "sent": self._stream.sent,
+            "dropped": self._stream.dropped,
+            "last_seq": self._stream.last_seq,
+            "tests": self.tests,
+            "records": self._fallback.bytes(),
+        }
+
+
+def _test_outcome(outcomes: dict[str, str]) -> str:
+    """The test's outcome as pytest's summary counts it."""
+    if outcomes.get("call") == "failed":
+        return "failed"
+    if "failed" in outcomes.values():
+        return "error"
+    if "skipped" in outcomes.values():
+        return "skipped"
+    return "passed"

@@ -1,0 +1,47 @@
+"""The worker end of the stream: a ZeroMQ PUSH socket that never blocks the test run."""
+
+from __future__ import annotations
+
+import zmq
+
+from pytest_memstream import protocol
+
+#: Frames queued for a sink that is slow or gone before sends start to drop.
+SEND_HWM = 1000
+#: How long closing may wait for queued frames to leave; a gone sink costs at most this.
+LINGER_MS = 1000
+
+
+class Sender:
+    """Signs batches of messages and hands them to ZeroMQ without ever blocking.
+
+    A batch that ZeroMQ refuses (its queue is full because the sink is slow or gone) is
+    dropped and counted; the sink sees the gap in sequence numbers and the controller
+    recovers the test records from ``workeroutput``.
+    """
+
+    def __init__(self, endpoint: str, secret: bytes, linger_ms: int = LINGER_MS) -> None:
+        self._secret = secret
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._socket.setsockopt(zmq.LINGER, linger_ms)
+        self._socket.connect(endpoint)
+        self.sent = 0
+        self.dropped = 0
+
+    def send(self, messages: list[protocol.Message]) -> bool:
+        try:
+            self._socket.send_multipart(
+                protocol.encode_frame(self._secret, messages), flags=zmq.NOBLOCK, copy=False
+            )
+        except zmq.ZMQError:
+            # Again (queue full) or a socket that is going away: the run must go on.
+            self.dropped += len(messages)
+            return False
+        self.sent += len(messages)
+        return True
+
+    def close(self) -> None:
+        self._socket.close()
+        self._context.term()
