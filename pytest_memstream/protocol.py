@@ -295,6 +295,8 @@ def decode_records(blob: bytes) -> list[Message]:
             if message["k"] != "end":
                 raise ProtocolError("schema", f"fallback holds a {message['k']!r} message")
             records.append(message)
+        if unpacker.tell() != len(blob):
+            raise ProtocolError("msgpack", f"truncated after {len(records)} records")
     except ProtocolError:
         raise
     except Exception as exc:

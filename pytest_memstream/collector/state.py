@@ -18,8 +18,19 @@ from pytest_memstream.protocol import PHASES, Message, ProtocolError
 
 #: Recent samples kept per running test: what a crash report and a viewer show.
 SAMPLES_KEPT = 120
+#: Peaks this close to a test's peak count as the same plateau.
+PLATEAU = 1 << 20
 #: Reasons a frame or message is rejected; a fixed set so that counting stays bounded.
-REJECT_REASONS = ("frame", "size", "auth", "msgpack", "version", "schema", "unknown-worker", "replay")
+REJECT_REASONS = (
+    "frame",
+    "size",
+    "auth",
+    "msgpack",
+    "version",
+    "schema",
+    "unknown-worker",
+    "replay",
+)
 
 
 @dataclass(slots=True)
@@ -52,8 +63,12 @@ class TestRecord:
             return
         first, last = self.phases[order[0]], self.phases[order[-1]]
         self.rss_start, self.rss_end = first[0], last[1]
-        self.peak_phase = max(order, key=lambda name: self.phases[name][2])
-        self.peak_rss = max(self.rss_start, self.phases[self.peak_phase][2])
+        self.peak_rss = max(self.rss_start, *(self.phases[name][2] for name in order))
+        # A plateau that spans phases (a fixture's memory, alive during the call) belongs
+        # to the phase that reached it first.
+        self.peak_phase = next(
+            name for name in order if self.phases[name][2] >= self.peak_rss - PLATEAU
+        )
         self.growth = self.peak_rss - self.rss_start
         self.kept = self.rss_end - self.rss_start
 
@@ -93,8 +108,8 @@ class RunningTest:
         last_t, last_rss = self.samples[-1]
         for t, rss in self.samples:
             if last_t - t <= window:
-                break
-        return (last_rss - rss) / (last_t - t) if last_t > t else 0.0
+                return (last_rss - rss) / (last_t - t) if last_t > t else 0.0
+        return 0.0
 
 
 @dataclass(slots=True)
@@ -199,7 +214,9 @@ class RunState:
             worker.status = "running"
         rss = message["rss"]
         worker.last_index = max(worker.last_index, message["i"])
-        worker.running = RunningTest(message["i"], message["id"], message["t"], rss, rss=rss, peak=rss)
+        worker.running = RunningTest(
+            message["i"], message["id"], message["t"], rss, rss=rss, peak=rss
+        )
 
     def _on_phase(self, worker: WorkerState, message: Message) -> None:
         running = worker.running
@@ -257,7 +274,9 @@ class RunState:
                 if state.next_seq != seen:
                     seen, quiet_since = state.next_seq, time.monotonic()
 
-    def finish_worker(self, worker: str, fallback: dict[str, Any] | None, error: str | None) -> None:
+    def finish_worker(
+        self, worker: str, fallback: dict[str, Any] | None, error: str | None
+    ) -> None:
         """The worker is down: fill gaps from its fallback, and name what is lost.
 
         ``fallback`` is what the worker put in ``workeroutput`` (None if it crashed);
@@ -302,8 +321,12 @@ class RunState:
         phases = dict(running.phases)
         if running.phase not in phases:
             # The phase the worker died in: what the samples saw of it.
-            phases[running.phase] = [running.rss_start if not phases else running.rss,
-                                     running.rss, running.peak, 0.0]
+            phases[running.phase] = [
+                running.rss_start if not phases else running.rss,
+                running.rss,
+                running.peak,
+                0.0,
+            ]
         last = running.samples[-1][0] if running.samples else running.started
         record = TestRecord(
             nodeid=running.nodeid,

@@ -26,7 +26,6 @@ from pytest_memstream.collector.report import (
     write_report,
 )
 from pytest_memstream.collector.sink import Sink
-from pytest_memstream.collector.state import RunState
 from pytest_memstream.plugin.options import Settings
 from pytest_memstream.plugin.recorder import Recorder
 
@@ -93,8 +92,9 @@ class Controller:
         else:
             self.state.wait_quiet(worker, CRASH_QUIET, CRASH_TIMEOUT)
         self.state.finish_worker(
-            worker, fallback if isinstance(fallback, dict) else None,
-            None if error is None else str(error)
+            worker,
+            fallback if isinstance(fallback, dict) else None,
+            None if error is None else str(error),
         )
 
     @pytest.hookimpl

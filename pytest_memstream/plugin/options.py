@@ -41,21 +41,32 @@ def add_options(parser: pytest.Parser) -> None:
 
     def option(flag: str, help: str, ini_type: Any = "string", **kwargs: Any) -> None:
         name = "memstream" + (f"_{flag}" if flag else "")
-        group.addoption(
-            "--" + name.replace("_", "-"), dest=name, default=None, help=help, **kwargs
-        )
+        group.addoption("--" + name.replace("_", "-"), dest=name, default=None, help=help, **kwargs)
         parser.addini(name, help, type=ini_type, default=None)
 
-    option("", "measure the memory of every test and report the top tests.",
-           ini_type="bool", action="store_true")
+    option(
+        "",
+        "measure the memory of every test and report the top tests.",
+        ini_type="bool",
+        action="store_true",
+    )
     option("top", f"rows in the summary, 0 for all (default {DEFAULT_TOP}).", metavar="N")
-    option("sort", f"order of the summary: {', '.join(SORT_KEYS)} (default {DEFAULT_SORT}).",
-           metavar="KEY")
+    option(
+        "sort",
+        f"order of the summary: {', '.join(SORT_KEYS)} (default {DEFAULT_SORT}).",
+        metavar="KEY",
+    )
     option("json", "write the JSON report to PATH.", metavar="PATH")
-    option("interval", f"seconds between live RSS samples (default {DEFAULT_INTERVAL}).",
-           metavar="SECONDS")
-    option("bind", f"ZeroMQ endpoint of the sink (default {DEFAULT_BIND} on a free port).",
-           metavar="ENDPOINT")
+    option(
+        "interval",
+        f"seconds between live RSS samples (default {DEFAULT_INTERVAL}).",
+        metavar="SECONDS",
+    )
+    option(
+        "bind",
+        f"ZeroMQ endpoint of the sink (default {DEFAULT_BIND} on a free port).",
+        metavar="ENDPOINT",
+    )
 
 
 def _parse_top(text: str) -> int:
@@ -135,9 +146,17 @@ def resolve(config: pytest.Config) -> Settings:
         top=r.get("memstream_top", _parse_top, DEFAULT_TOP, "a whole number >= 0 (0 = all)"),
         sort=r.get("memstream_sort", _parse_sort, DEFAULT_SORT, f"one of {', '.join(SORT_KEYS)}"),
         json_path=r.path("memstream_json"),
-        interval=r.get("memstream_interval", _parse_interval, DEFAULT_INTERVAL,
-                       "a number of seconds between 0.001 and 3600"),
-        bind=r.get("memstream_bind", _parse_bind, DEFAULT_BIND,
-                   "a ZeroMQ endpoint such as tcp://127.0.0.1, tcp://127.0.0.1:5555 "
-                   "or ipc:///tmp/memstream.sock"),
+        interval=r.get(
+            "memstream_interval",
+            _parse_interval,
+            DEFAULT_INTERVAL,
+            "a number of seconds between 0.001 and 3600",
+        ),
+        bind=r.get(
+            "memstream_bind",
+            _parse_bind,
+            DEFAULT_BIND,
+            "a ZeroMQ endpoint such as tcp://127.0.0.1, tcp://127.0.0.1:5555 "
+            "or ipc:///tmp/memstream.sock",
+        ),
     )

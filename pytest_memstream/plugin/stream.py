@@ -91,7 +91,7 @@ class Stream:
     def _flush(self) -> None:
         queue, pop = self._queue, self._queue.popleft
         while queue:
-            batch = []
+            batch: list[dict[str, Any]] = []
             while queue and len(batch) < CHUNK:
                 message = pop()
                 message["v"] = protocol.VERSION

@@ -1,0 +1,94 @@
+"""Helpers for driving pytest the way a user does: a tiny project, a real subprocess run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class MemstreamRun:
+    result: pytest.RunResult
+    report: dict[str, Any]
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.result.outlines)
+
+    def test(self, name: str, worker: str | None = None) -> dict[str, Any]:
+        """The report entry of the one test whose node id ends with ``name``."""
+        found = [
+            t
+            for t in self.report["tests"]
+            if t["nodeid"].endswith(name) and (worker is None or t["worker"] == worker)
+        ]
+        assert len(found) == 1, (name, [t["nodeid"] for t in self.report["tests"]])
+        test: dict[str, Any] = found[0]
+        return test
+
+
+RunMemstream = Callable[..., MemstreamRun]
+
+
+@pytest.fixture
+def run_memstream(pytester: pytest.Pytester) -> RunMemstream:
+    """Run pytest with ``--memstream`` in a subprocess and load its JSON report."""
+
+    def run(*args: str, expect_json: bool = True) -> MemstreamRun:
+        path = pytester.path / "memstream.json"
+        path.unlink(missing_ok=True)
+        result = pytester.runpytest_subprocess(
+            "--memstream", f"--memstream-json={path}", "-p", "no:randomly", *args
+        )
+        report = json.loads(path.read_text()) if expect_json else {}
+        return MemstreamRun(result, report)
+
+    return run
+
+
+MEMORY_TESTS = """
+import unittest
+import pytest
+
+KEPT = []
+MiB = 1 << 20
+
+
+def test_spike():
+    data = b"x" * (300 * MiB)  # every page touched, freed at once
+    del data
+
+
+def test_keeps():
+    KEPT.append(b"k" * (40 * MiB))
+
+
+def test_fails():
+    assert False
+
+
+@pytest.mark.skip(reason="not today")
+def test_skipped():
+    pass
+
+
+@pytest.fixture
+def big_fixture():
+    data = b"f" * (64 * MiB)
+    yield
+    del data
+
+
+def test_fixture_cost(big_fixture):
+    pass
+
+
+class TestCaseStyle(unittest.TestCase):
+    def test_unittest(self):
+        data = b"u" * (32 * MiB)
+        del data
+"""

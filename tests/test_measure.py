@@ -1,0 +1,89 @@
+"""What a user sees for real tests: figures, outcomes and workers, alone and under xdist."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import MEMORY_TESTS, RunMemstream
+
+MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def memory_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_memory=MEMORY_TESTS)
+
+
+def check_memory_figures(run_memstream: RunMemstream, *args: str, worker: str) -> None:
+    run = run_memstream(*args)
+    spike = run.test("test_spike")
+    assert spike["worker"] == worker if worker != "gw" else spike["worker"].startswith("gw")
+    assert spike["peak_method"] == "hwm"
+    assert spike["peak_phase"] == "call"
+    # 300 MiB that live for a few milliseconds: the kernel's high-water mark sees them.
+    assert 300 * MiB * 0.97 <= spike["growth"] <= 300 * MiB * 1.1
+    assert abs(spike["kept"]) < 8 * MiB
+
+    keeps = run.test("test_keeps")
+    assert 40 * MiB * 0.97 <= keeps["kept"] <= 40 * MiB * 1.1
+
+    fixture = run.test("test_fixture_cost")
+    assert fixture["phases"]["setup"]["rss_after"] - fixture["rss_start"] >= 63 * MiB
+    assert fixture["phases"]["teardown"]["rss_after"] < fixture["phases"]["setup"]["rss_after"]
+
+    assert run.test("test_fails")["outcome"] == "failed"
+    assert run.test("test_skipped")["outcome"] == "skipped"
+    assert run.test("test_skipped")["phases"].keys() == {"setup", "teardown"}
+    unit = run.test("TestCaseStyle::test_unittest")
+    assert unit["growth"] >= 31 * MiB
+    assert unit["outcome"] == "passed"
+    assert {t["source"] for t in run.report["tests"]} == {"stream"}
+    assert len(run.report["tests"]) == 6
+    run.result.stdout.fnmatch_lines(["*memstream: top 5 tests by memory growth*"])
+    run.result.stdout.re_match_lines([r"\s*\+(29\d|30\d)\.\dM .* test_memory.py::test_spike$"])
+
+
+def test_single_process(run_memstream: RunMemstream) -> None:
+    check_memory_figures(run_memstream, "-p", "no:xdist", worker="main")
+
+
+@pytest.mark.parametrize("dist", ["load", "loadscope", "loadfile", "worksteal"])
+def test_xdist(run_memstream: RunMemstream, dist: str) -> None:
+    check_memory_figures(run_memstream, "-n", "2", f"--dist={dist}", worker="gw")
+
+
+def test_xdist_each_measures_every_test_once_per_worker(run_memstream: RunMemstream) -> None:
+    run = run_memstream("-n", "2", "--dist=each")
+    assert len(run.report["tests"]) == 12
+    for worker in ("gw0", "gw1"):
+        assert run.test("test_spike", worker=worker)["growth"] >= 290 * MiB
+    assert sorted(w["id"] for w in run.report["workers"]) == ["gw0", "gw1"]
+    assert all(w["tests"] == 6 and w["status"] == "complete" for w in run.report["workers"])
+
+
+def test_doctest_items_are_measured(pytester: pytest.Pytester, run_memstream: RunMemstream) -> None:
+    pytester.makepyfile(
+        textmod='''
+        def grow():
+            """
+            >>> len(b"d" * (24 << 20))
+            25165824
+            """
+        '''
+    )
+    run = run_memstream("--doctest-modules", "textmod.py")
+    doctest = run.test("textmod.grow")
+    assert doctest["growth"] >= 23 * MiB
+    assert doctest["outcome"] == "passed"
+
+
+def test_worker_totals_agree_with_the_stream(run_memstream: RunMemstream) -> None:
+    run = run_memstream("-n", "2")
+    workers = run.report["workers"]
+    assert sum(w["tests"] for w in workers) == 6
+    for w in workers:
+        assert w["status"] == "complete"
+        assert w["lost"] == w["dropped"] == w["recovered"] == w["unrecoverable"] == 0
+        assert w["messages"] > 0
+        assert w["pid"] > 0
+    assert run.report["run"]["messages"] == sum(w["messages"] for w in workers)
+    run.result.stdout.fnmatch_lines(["memstream: 6 tests on 2 workers, * messages, 0 lost, *"])

@@ -1,0 +1,138 @@
+"""The wire format: what is accepted, and that everything else is rejected with a reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+
+from pytest_memstream import protocol
+from pytest_memstream.protocol import ProtocolError
+
+SECRET = b"s" * 32
+
+
+def message(kind: str = "start", **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"v": 1, "k": kind, "w": "gw0", "q": 0, "t": 1.7e9}
+    body = {
+        "start": {"i": 0, "id": "test_a.py::test_a", "rss": 1 << 20},
+        "sample": {"i": 0, "ph": "call", "s": [[1.7e9, 1 << 20]]},
+        "end": {
+            "i": 0,
+            "id": "t.py::t",
+            "o": "passed",
+            "m": "hwm",
+            "p": {"call": [1, 2, 3, 0.5]},
+            "t0": 1.7e9,
+        },
+    }[kind]
+    return {**base, **body, **fields}
+
+
+def test_a_signed_frame_round_trips() -> None:
+    frames = protocol.encode_frame(SECRET, [message(), message("sample", q=1)])
+    batch = protocol.decode_frame(SECRET, frames)
+    assert [protocol.check_message(m)["k"] for m in batch] == ["start", "sample"]
+
+
+def test_an_int_time_is_accepted_as_a_float() -> None:
+    assert protocol.check_message(message(t=1700000000))["t"] == 1.7e9
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        ([b"only one part"], "frame"),
+        ([b"x" * 16, b"\x91\x80", b"extra"], "frame"),
+        ([b"\x00" * 16, protocol.pack([message()])], "auth"),
+        ([b"", protocol.pack([message()])], "auth"),
+    ],
+)
+def test_frames_that_are_not_ours(frames: list[bytes], reason: str) -> None:
+    with pytest.raises(ProtocolError) as excinfo:
+        protocol.decode_frame(SECRET, frames)
+    assert excinfo.value.reason == reason
+
+
+def test_a_wrong_secret_is_rejected() -> None:
+    frames = protocol.encode_frame(b"other" * 8, [message()])
+    with pytest.raises(ProtocolError, match="auth: bad or missing MAC"):
+        protocol.decode_frame(SECRET, frames)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xc1",  # never used in msgpack
+        msgpack.packb([message()])[:-3],  # truncated
+        msgpack.packb(msgpack.ExtType(5, b"data")),
+        msgpack.packb({1: 2}),  # non-string key
+        msgpack.packb("x" * 100_000),  # string over the limit
+    ],
+)
+def test_hostile_bodies_fail_msgpack_or_frame(body: bytes) -> None:
+    with pytest.raises(ProtocolError) as excinfo:
+        protocol.decode_frame(SECRET, [protocol.sign(SECRET, body), body])
+    assert excinfo.value.reason in ("msgpack", "frame")
+
+
+def test_oversized_frame_is_rejected_before_decoding() -> None:
+    body = b"\x00" * (protocol.MAX_FRAME + 1)
+    with pytest.raises(ProtocolError, match="size"):
+        protocol.decode_frame(SECRET, [protocol.sign(SECRET, body), body])
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason", "text"),
+    [
+        ({"v": 2}, "version", "unsupported protocol version 2"),
+        ({"v": True}, "version", "unsupported protocol version True"),
+        ({"k": "explode"}, "schema", "unknown message kind 'explode'"),
+        ({"q": -1}, "schema", "start.q: expected an int"),
+        ({"q": True}, "schema", "start.q: expected an int"),
+        ({"rss": 1 << 60}, "schema", "start.rss"),
+        ({"rss": 1.5}, "schema", "start.rss"),
+        ({"id": ""}, "schema", "start.id"),
+        ({"id": 7}, "schema", "start.id"),
+        ({"t": float("nan")}, "schema", "start.t"),
+        ({"w": "gw0; rm -rf"}, "schema", "bad worker id"),
+    ],
+)
+def test_schema_and_range_checks(changes: dict[str, Any], reason: str, text: str) -> None:
+    with pytest.raises(ProtocolError) as excinfo:
+        protocol.check_message(message(**changes))
+    assert excinfo.value.reason == reason
+    assert text in str(excinfo.value)
+
+
+def test_missing_field_is_named() -> None:
+    raw = message()
+    del raw["rss"]
+    with pytest.raises(ProtocolError, match=r"start\.rss: missing"):
+        protocol.check_message(raw)
+
+
+@pytest.mark.parametrize(
+    "phases",
+    [{}, {"lunch": [1, 2, 3, 0.1]}, {"call": [1, 2, 3]}, {"call": [1, 2, 3, -1.0]}, [1, 2]],
+)
+def test_end_phases_are_checked(phases: Any) -> None:
+    with pytest.raises(ProtocolError, match=r"end\.p"):
+        protocol.check_message(message("end", p=phases))
+
+
+def test_samples_are_checked() -> None:
+    with pytest.raises(ProtocolError, match=r"sample\.s"):
+        protocol.check_message(message("sample", s=[[1.0, 2, 3]]))
+    with pytest.raises(ProtocolError, match=r"sample\.s"):
+        protocol.check_message(message("sample", s=[[1.0, 1]] * (protocol.MAX_SAMPLES + 1)))
+
+
+def test_fallback_records_decode_and_reject_other_kinds() -> None:
+    blob = protocol.pack(message("end")) + protocol.pack(message("end", i=1))
+    assert [r["i"] for r in protocol.decode_records(blob)] == [0, 1]
+    with pytest.raises(ProtocolError, match="fallback holds a 'start' message"):
+        protocol.decode_records(protocol.pack(message()))
+    with pytest.raises(ProtocolError):
+        protocol.decode_records(blob[:-2])  # a half-written blob

@@ -1,0 +1,138 @@
+"""The sink's aggregate: sequence numbers, recovery from the fallback, crashed tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_memstream import protocol
+from pytest_memstream.collector.state import RunState
+from pytest_memstream.plugin.probe import SampledPeak
+
+MiB = 1 << 20
+
+
+class Worker:
+    """Builds one worker's messages with consecutive sequence numbers."""
+
+    def __init__(self, worker: str = "gw0") -> None:
+        self.worker = worker
+        self.seq = 0
+        self.ends: list[dict[str, Any]] = []
+
+    def msg(self, kind: str, **fields: Any) -> dict[str, Any]:
+        message = {"v": 1, "k": kind, "w": self.worker, "q": self.seq, "t": 1000.0 + self.seq}
+        self.seq += 1
+        return {**message, **fields}
+
+    def test(self, index: int, growth: int = 0) -> list[dict[str, Any]]:
+        start = 100 * MiB
+        begin = self.msg("start", i=index, id=f"t.py::test_{index}", rss=start)
+        end = self.msg(
+            "end",
+            i=index,
+            id=f"t.py::test_{index}",
+            o="passed",
+            m="hwm",
+            p={"setup": [start, start, start, 0.0], "call": [start, start, start + growth, 0.1]},
+            t0=1000.0,
+        )
+        self.ends.append(dict(end, q=0))
+        return [begin, end]
+
+    def fallback(self) -> dict[str, Any]:
+        return {
+            "records": b"".join(protocol.pack(e) for e in self.ends),
+            "sent": self.seq,
+            "dropped": 0,
+            "last_seq": self.seq - 1,
+        }
+
+
+def test_gaps_are_counted_and_recovered_from_the_fallback() -> None:
+    state, w = RunState(), Worker()
+    state.expect("gw0")
+    batches = [w.test(i, growth=i * MiB) for i in range(5)]
+    for i, batch in enumerate(batches):
+        if i != 2:  # the frame with test 2 is lost on the way
+            state.accept(batch)
+    assert state.workers["gw0"].gaps == 2
+    assert ("gw0", 2) not in state.tests
+    state.finish_worker("gw0", w.fallback(), None)
+    worker = state.workers["gw0"]
+    assert worker.status == "recovered"
+    assert worker.recovered == 1
+    assert worker.unrecoverable == 0
+    assert state.tests[("gw0", 2)].source == "fallback"
+    assert state.tests[("gw0", 2)].growth == 2 * MiB
+    assert state.tests[("gw0", 3)].source == "stream"
+
+
+def test_a_lost_tail_counts_as_lost() -> None:
+    state, w = RunState(), Worker()
+    state.expect("gw0")
+    state.accept(w.test(0))
+    w.test(1)  # never arrives
+    state.finish_worker("gw0", w.fallback(), None)
+    assert state.workers["gw0"].gaps == 2
+    assert state.workers["gw0"].recovered == 1
+
+
+def test_replays_and_strangers_are_rejected() -> None:
+    state, w = RunState(), Worker()
+    state.expect("gw0")
+    batch = w.test(0)
+    state.accept(batch)
+    state.accept(batch)  # replayed
+    state.accept(Worker("gw7").test(0))  # a worker the controller never started
+    assert state.rejects == {"replay": 2, "unknown-worker": 2}
+    assert len(state.tests) == 1
+    assert state.workers["gw0"].received == 2
+
+
+def test_bad_messages_in_a_good_frame_are_counted_alone() -> None:
+    state, w = RunState(), Worker()
+    state.expect("gw0")
+    good = w.test(0)
+    state.accept([good[0], {"v": 9}, "junk", good[1]])
+    assert state.rejects == {"version": 1, "schema": 1}
+    assert ("gw0", 0) in state.tests
+
+
+def test_a_crashed_worker_keeps_its_finished_tests_and_names_the_running_one() -> None:
+    state, w = RunState(), Worker()
+    state.expect("gw0")
+    state.accept(w.test(0, growth=5 * MiB))
+    state.accept([w.msg("start", i=1, id="t.py::test_hungry", rss=100 * MiB)])
+    samples = [[2000.0 + s, (100 + 50 * s) * MiB] for s in range(5)]
+    state.accept([w.msg("sample", i=1, ph="call", s=samples)])
+    state.finish_worker("gw0", None, "Not properly terminated")
+    worker = state.workers["gw0"]
+    assert worker.status == "crashed"
+    assert worker.crashed == "t.py::test_hungry"
+    hungry = state.tests[("gw0", 1)]
+    assert hungry.outcome == "crashed"
+    assert hungry.rss_end == 300 * MiB
+    assert hungry.growth == 200 * MiB
+    assert hungry.peak_phase == "call"
+    assert hungry.climb_rate == 50 * MiB
+    assert state.tests[("gw0", 0)].growth == 5 * MiB
+
+
+def test_xdist_crash_report_fills_in_when_the_stream_never_said() -> None:
+    state = RunState()
+    state.expect("gw1")
+    state.finish_worker("gw1", None, "crashed")
+    state.note_crashed_test("gw1", "t.py::test_x")
+    state.note_crashed_test("gw1", "t.py::test_x")  # said once only
+    crashed = [t for t in state.tests.values() if t.outcome == "crashed"]
+    assert [t.nodeid for t in crashed] == ["t.py::test_x"]
+
+
+def test_sampled_peak_probe_reports_the_largest_sample() -> None:
+    probe = SampledPeak()
+    before = probe.begin_phase()
+    probe.observe(before + 500 * MiB)
+    after, peak = probe.end_phase()
+    assert peak == before + 500 * MiB
+    assert probe.method == "sampled"
+    assert after > 0
