@@ -13,8 +13,10 @@ stamp="$VENV/.memstream-installed"
 want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)${1:-}"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "scripts: installing pytest-memstream${1:+[$1]} into $VENV" >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT${1:+[$1]}" 2>&1 | grep -v "^WARNING: Location" >&2 || true
-  "$VENV/bin/python" -c "import pytest_memstream, zmq, msgpack, psutil" 
+  if ! "$VENV/bin/python" -m pip install -e "$ROOT${1:+[$1]}" >"$VENV/install.log" 2>&1; then
+    cat "$VENV/install.log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

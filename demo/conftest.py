@@ -1,0 +1,1 @@
+"""A demo suite with the memory habits of a real one: big loads, caches that keep, spikes."""
