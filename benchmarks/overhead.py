@@ -1,0 +1,206 @@
+"""Part 1: wall time of the same suites with the plugin off, --memstream and the peers.
+
+Each (suite, -n) cell runs its contenders in strict alternation (off, memstream, [peers],
+off, memstream, ...), and every ratio is taken against the "off" run of its own round,
+so that a noisy neighbour shifts both sides of a ratio alike; the table shows medians.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import suites
+from benchmarks.common import (
+    RunResult,
+    Table,
+    disable_except,
+    median,
+    pytest_command,
+    run,
+    show_command,
+    verdict,
+)
+
+BUDGET = 1.05
+AIM = 1.02
+_SUMMARY = re.compile(r"=*\s*((?:\d+ \w+(?:, )?)+) in [\d.]+s")
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    label: str
+    #: Arguments besides ``-n``; ``{tmp}`` is a fresh directory of this run.
+    args: tuple[str, ...]
+
+
+CONTENDERS = (
+    Contender("off", "plugin off", tuple(disable_except())),
+    Contender("memstream", "`--memstream`", ("--memstream", *disable_except("memstream"))),
+    Contender("memray", "`--memray` (pytest-memray)", ("--memray", *disable_except("memray"))),
+    # pytest-monitor is active whenever it is installed; --db keeps its sqlite file
+    # out of the suite directory (a fresh file each run).
+    Contender("monitor", "pytest-monitor", (*disable_except("monitor"), "--db", "{tmp}/pymon.db")),
+)
+
+
+@dataclass
+class Cell:
+    suite: str
+    workers: int
+    times: dict[str, list[float]] = field(default_factory=dict)
+    ratios: dict[str, list[float]] = field(default_factory=dict)
+    cpu_ratios: dict[str, list[float]] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def _outcome(result: RunResult) -> str:
+    """pytest's summary counts, e.g. ``228 passed, 3 errors``."""
+    found = _SUMMARY.findall(result.output)
+    return found[-1] if found else f"exit code {result.returncode}"
+
+
+def _args(contender: Contender, workers: int, tmp: Path) -> list[str]:
+    args = [arg.replace("{tmp}", str(tmp)) for arg in contender.args]
+    return ["-q", "-n", str(workers), *args]
+
+
+def measure(
+    suite: str,
+    root: Path,
+    workers: int,
+    rounds: int,
+    peer_rounds: dict[str, int],
+    log: list[str],
+) -> Cell:
+    cell = Cell(suite, workers)
+    for r in range(rounds):
+        off: RunResult | None = None
+        ran = []
+        for contender in CONTENDERS:
+            if r >= peer_rounds.get(contender.name, rounds):
+                continue
+            with tempfile.TemporaryDirectory(prefix="memstream-bench-") as tmp:
+                result = run(pytest_command(_args(contender, workers, Path(tmp))), root)
+            cell.times.setdefault(contender.name, []).append(result.seconds)
+            ran.append(f"{contender.name} {result.seconds:.2f}s")
+            if result.returncode != 0:
+                cell.problems[contender.name] = _outcome(result)
+            if contender.name == "off":
+                off = result
+            elif off is not None:
+                cell.ratios.setdefault(contender.name, []).append(result.seconds / off.seconds)
+                cell.cpu_ratios.setdefault(contender.name, []).append(result.cpu / off.cpu)
+        log.append(f"  {suite} -n {workers} round {r + 1}/{rounds}: " + ", ".join(ran))
+        print(log[-1], file=sys.stderr, flush=True)
+    return cell
+
+
+def commands() -> list[str]:
+    """The exact command of each contender, run in the suite's directory."""
+    out = []
+    for contender in CONTENDERS:
+        args = _args(contender, 0, Path("$TMP"))
+        args[2] = "{0,2}"
+        out.append(f"- {contender.label}: `{show_command(pytest_command(args))}`")
+    return out
+
+
+def run_part(long: bool) -> str:
+    rounds = 20 if long else 10
+    with tempfile.TemporaryDirectory(prefix="memstream-bench-suites-") as tmp:
+        base = Path(tmp)
+        roots = {
+            "trivial": suites.write_trivial(base / "trivial"),
+            "mixed": suites.write_mixed(base / "mixed"),
+        }
+        # The peers cost 10-100x per trivial test: a few rounds are plenty for ratios that
+        # large.  By default pytest-monitor skips the trivial suite under -n 0 (95 s a run).
+        few = 3 if long else 1
+        peer_rounds = {
+            ("trivial", 0): {"memray": few, "monitor": few if long else 0},
+            ("trivial", 2): {"memray": few, "monitor": few},
+            ("mixed", 0): {"memray": few, "monitor": few},
+            ("mixed", 2): {"memray": few, "monitor": few},
+        }
+        log: list[str] = []
+        cells = [
+            measure(suite, roots[suite], workers, rounds, peer_rounds[suite, workers], log)
+            for suite in ("trivial", "mixed")
+            for workers in (0, 2)
+        ]
+    return render(cells, rounds)
+
+
+def _fmt_ratio(cell: Cell, name: str) -> str:
+    ratios = cell.ratios.get(name)
+    if not ratios:
+        return "not run (`--long`)"
+    pairs = f"{len(ratios)} pair" + ("s" if len(ratios) != 1 else "")
+    text = f"{median(ratios):.2f}× ({median(cell.times[name]):.2f} s, {pairs})"
+    if name in cell.problems:
+        text += f" — error: {cell.problems[name]}"
+    return text
+
+
+def render(cells: list[Cell], rounds: int) -> str:
+    table = Table(
+        "1. Overhead: wall time against the plugin off (median ratio of alternating pairs)",
+        [
+            "suite",
+            "-n",
+            "plugin off",
+            "`--memstream`",
+            "budget ≤ 1.05× (aim 1.02×)",
+            "`--memstream` CPU time",
+            "`--memray`",
+            "pytest-monitor",
+        ],
+    )
+    for cell in cells:
+        ratio = median(cell.ratios.get("memstream", []))
+        if "memstream" in cell.problems:
+            status = "**MISS** (run failed)"
+        else:
+            status = verdict(ratio <= BUDGET) + (" (aim met)" if ratio <= AIM else "")
+        off = f"{median(cell.times['off']):.2f} s"
+        if "off" in cell.problems:
+            off += f" — error: {cell.problems['off']}"
+        table.add(
+            f"{cell.suite} ({_count(cell.suite):,} tests)",
+            cell.workers,
+            off,
+            _fmt_ratio(cell, "memstream"),
+            status,
+            f"{median(cell.cpu_ratios.get('memstream', [])):.2f}×",
+            _fmt_ratio(cell, "memray"),
+            _fmt_ratio(cell, "monitor"),
+        )
+    table.notes += [
+        f"Each cell: {rounds} rounds; a round runs off, `--memstream` and (where shown) the "
+        "peers one after another, and each ratio divides by the off run of its own round. "
+        "Times are whole `python -m pytest` invocations (start-up, collection, run, report), "
+        "median of the rounds. The CPU column is the median ratio of user + system time of "
+        "the whole process tree (the xdist workers included): less sensitive to neighbours "
+        "on a shared machine, but not what the budget is about.",
+        "Off means `-p no:memstream -p no:memray -p no:monitor`; each contender disables the "
+        "other two the same way, since pytest-monitor measures whenever it is installed.",
+        "The trivial suite is 2,000 `def test_NNNN(): pass` in 20 modules; the mixed suite is "
+        f"{suites.mixed_count()} tests: the memory tests of part 2, "
+        f"{suites.MIXED_SLEEPERS} tests that sleep {suites.SLEEP * 1000:.0f} ms and "
+        f"{suites.MIXED_PLAIN} plain tests.",
+        "An `error:` entry quotes pytest's own summary for a contender whose run did not pass.",
+        "",
+        "Commands (in the suite's directory; `$TMP` is a fresh directory per run):",
+        "",
+        *commands(),
+    ]
+    return table.markdown()
+
+
+def _count(suite: str) -> int:
+    return suites.trivial_count() if suite == "trivial" else suites.mixed_count()

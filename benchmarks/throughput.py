@@ -1,0 +1,202 @@
+"""Part 3: how many samples one sink accepts when synthetic workers push as fast as they can.
+
+The senders are separate processes that speak the real protocol through the real sockets
+(``Sender`` → ``protocol.encode_frame`` → ZeroMQ PUSH over tcp loopback), into one real
+``Sink`` thread feeding a ``RunState``.  The rate is taken over a window in the middle of
+the push, from ``RunState.messages``; CPU is that of the sink thread and of the ZeroMQ I/O
+thread of its context, read from ``/proc/self/task``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+from benchmarks.common import Table, verdict
+from pytest_memstream import protocol
+from pytest_memstream.collector.sink import Sink
+from pytest_memstream.collector.state import RunState
+from pytest_memstream.sender import Sender
+
+AIM = 300_000
+SENDERS = 2
+#: (samples per message, messages per frame, what it stands for)
+SHAPES = (
+    (1, 256, "as a worker sends them: one sample per message, 256 messages per frame"),
+    (64, 16, "64 samples per message, 16 messages per frame"),
+    (protocol.MAX_SAMPLES, 1, f"{protocol.MAX_SAMPLES} samples (MAX_SAMPLES) per message"),
+)
+#: A refused send means the sink's queues are full: back off this long rather than spin on
+#: the CPU that the sink needs (the measurement is what the sink accepts, not what is sent).
+BACKOFF = 0.001
+
+
+def _sender(
+    endpoint: str,
+    secret: bytes,
+    worker: str,
+    per_message: int,
+    per_frame: int,
+    go: Event,
+    stop: Event,
+) -> None:
+    sender = Sender(endpoint, secret)
+    seq = 0
+
+    def envelope(kind: str, **fields: object) -> protocol.Message:
+        nonlocal seq
+        message: protocol.Message = {"v": protocol.VERSION, "k": kind, "w": worker, "q": seq}
+        message["t"] = time.time()
+        message.update(fields)
+        seq += 1
+        return message
+
+    rss = 200 << 20
+    opening = [
+        envelope("hello", pid=os.getpid(), method="hwm", interval=0.1, rss=rss, platform="linux"),
+        envelope("start", i=0, id="bench/test_x.py::test_push", rss=rss),
+    ]
+    sample = envelope("sample", i=0, ph="call", s=[[time.time(), rss]] * per_message)
+    for message in [*opening, sample]:
+        protocol.check_message(message)  # what we send is what the sink must accept
+    seq -= 1  # the sample above was only a check
+    go.wait()
+    sender.send(opening)
+    while not stop.is_set():
+        now = time.time()
+        pairs = [[now, rss + i * 4096] for i in range(per_message)]
+        batch = [envelope("sample", i=0, ph="call", s=pairs) for _ in range(per_frame)]
+        if not sender.send(batch):
+            time.sleep(BACKOFF)
+    sender.close()
+
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """Name and CPU seconds of each thread of this process, by native thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+@dataclass
+class Result:
+    messages_per_s: float
+    samples_per_s: float
+    sink_cpu: float
+    io_cpu: float
+    window: float
+    rejected: int
+    lost: int
+
+
+def measure(per_message: int, per_frame: int, seconds: float) -> Result:
+    state = RunState()
+    secret = protocol.new_secret()
+    sink = Sink(state, secret, "tcp://127.0.0.1")
+    sink.start()
+    sink_tid = next(t.native_id for t in threading.enumerate() if t.name == "memstream-sink")
+    context = multiprocessing.get_context("spawn")
+    go, stop = context.Event(), context.Event()
+    workers = [f"gw{i}" for i in range(SENDERS)]
+    procs = []
+    for worker in workers:
+        state.expect(worker)
+        proc = context.Process(
+            target=_sender,
+            args=(sink.endpoint, secret, worker, per_message, per_frame, go, stop),
+            daemon=True,
+        )
+        proc.start()
+        procs.append(proc)
+    try:
+        go.set()
+        # A measuring window, not a synchronisation: skip the start, then count.
+        time.sleep(min(1.0, seconds / 3))
+        with state.cond:
+            messages0 = state.messages
+        cpu0, t0 = _thread_cpu(), time.perf_counter()
+        time.sleep(seconds)
+        with state.cond:
+            messages1 = state.messages
+        cpu1, t1 = _thread_cpu(), time.perf_counter()
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        sink.stop()
+    window = t1 - t0
+
+    def cpu(tid: int | None = None, prefix: str = "") -> float:
+        return sum(
+            seconds - cpu0.get(task, (name, 0.0))[1]
+            for task, (name, seconds) in cpu1.items()
+            if task == tid or (prefix and name.startswith(prefix))
+        )
+
+    messages = messages1 - messages0
+    return Result(
+        messages_per_s=messages / window,
+        samples_per_s=messages * per_message / window,
+        sink_cpu=cpu(tid=sink_tid) / window,
+        io_cpu=cpu(prefix="ZMQbg/IO") / window,
+        window=window,
+        rejected=sum(state.rejects.values()),
+        lost=sum(w.gaps for w in state.workers.values()),
+    )
+
+
+def run_part(long: bool) -> str:
+    seconds = 10.0 if long else 3.0
+    table = Table(
+        f"3. Sink throughput: {SENDERS} sender processes pushing as fast as they can",
+        [
+            "frames",
+            "messages/s accepted",
+            "samples/s accepted",
+            "sink thread CPU",
+            "samples per sink CPU-second",
+            f"aim ≥ {AIM:,} samples/s on one core",
+            "with a viewer attached",
+        ],
+    )
+    for per_message, per_frame, what in SHAPES:
+        r = measure(per_message, per_frame, seconds)
+        per_cpu = r.samples_per_s / r.sink_cpu if r.sink_cpu > 0 else float("nan")
+        print(f"  {what}: {r.samples_per_s:,.0f} samples/s", file=sys.stderr, flush=True)
+        table.add(
+            what,
+            f"{r.messages_per_s:,.0f}",
+            f"{r.samples_per_s:,.0f}",
+            f"{r.sink_cpu:.0%} (+ {r.io_cpu:.0%} ZeroMQ I/O thread)",
+            f"{per_cpu:,.0f}",
+            verdict(min(r.samples_per_s, per_cpu) >= AIM),
+            "viewer not yet available",
+        )
+        if r.rejected:
+            table.notes.append(f"**{r.rejected} messages rejected** in the run of: {what}.")
+    table.notes += [
+        f"Window: {seconds:.0f} s after a short start; messages every sender's queue refused "
+        "(the sink was full) are not counted, only what `RunState` applied. Every message "
+        "passes `protocol.check_message` and goes through `Sink` → `decode_frame` → "
+        "`RunState.accept`, into a running test's sample buffer. CPU is a share of one core.",
+        "The target is judged on the smaller of samples/s and samples per sink CPU-second, "
+        f"with {SENDERS} senders and the sink sharing the machine's {os.cpu_count()} CPUs.",
+        "With a viewer attached: the XPUB fan-out to viewers is not in `pytest_memstream."
+        "collector` yet; this column fills in when it lands.",
+    ]
+    return table.markdown()
