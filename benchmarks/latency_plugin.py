@@ -27,14 +27,20 @@ Handler = Callable[[Any, dict[str, Any]], None]
 class LatencyObserver:
     def __init__(self, state: Any) -> None:
         self.delays: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        #: ``[worker, stamped, applied, rss]`` of each sample, to match what a viewer saw.
+        self.samples: list[list[Any]] = []
         for kind in KINDS:
             name = f"_on_{kind}"
-            setattr(state, name, self._observe(self.delays[kind], getattr(state, name)))
+            setattr(state, name, self._observe(kind, getattr(state, name)))
 
-    @staticmethod
-    def _observe(delays: list[float], handler: Handler) -> Handler:
+    def _observe(self, kind: str, handler: Handler) -> Handler:
+        delays, samples = self.delays[kind], self.samples
+
         def observed(worker: Any, message: dict[str, Any]) -> None:
-            delays.append(time.time() - message["t"])
+            now = time.time()
+            delays.append(now - message["t"])
+            if kind == "sample":
+                samples.append([message["w"], message["t"], now, message["s"][-1][1]])
             handler(worker, message)
 
         return observed
@@ -54,7 +60,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     observer = config.stash.get(_KEY, None)
     if observer is not None:
         with open(os.environ[ENV], "w", encoding="utf-8") as file:
-            json.dump(observer.delays, file)
+            json.dump({"delays": observer.delays, "samples": observer.samples}, file)
 
 
 _KEY = pytest.StashKey[LatencyObserver]()

@@ -40,6 +40,8 @@ class Contender:
 
 CONTENDERS = (
     Contender("off", "plugin off", tuple(disable_except())),
+    # Installed but not asked for: what every run pays once pytest-memstream is installed.
+    Contender("idle", "installed, no `--memstream`", tuple(disable_except("memstream"))),
     Contender("memstream", "`--memstream`", ("--memstream", *disable_except("memstream"))),
     Contender("memray", "`--memray` (pytest-memray)", ("--memray", *disable_except("memray"))),
     # pytest-monitor is active whenever it is installed; --db keeps its sqlite file
@@ -119,13 +121,19 @@ def run_part(long: bool) -> str:
             "mixed": suites.write_mixed(base / "mixed"),
         }
         # The peers cost 10-100x per trivial test: a few rounds are plenty for ratios that
-        # large.  By default pytest-monitor skips the trivial suite under -n 0 (95 s a run).
+        # large, and the default run leaves out the slowest cells (up to 95 s a run).  The
+        # installed-but-off figure is one import's cost: half the rounds pin it down.
         few = 3 if long else 1
+        idle = rounds // 2
         peer_rounds = {
-            ("trivial", 0): {"memray": few, "monitor": few if long else 0},
-            ("trivial", 2): {"memray": few, "monitor": few},
-            ("mixed", 0): {"memray": few, "monitor": few},
-            ("mixed", 2): {"memray": few, "monitor": few},
+            ("trivial", 0): {
+                "idle": idle,
+                "memray": few if long else 0,
+                "monitor": few if long else 0,
+            },
+            ("trivial", 2): {"idle": idle, "memray": few, "monitor": few},
+            ("mixed", 0): {"idle": idle, "memray": few, "monitor": few},
+            ("mixed", 2): {"idle": idle, "memray": few, "monitor": few},
         }
         log: list[str] = []
         cells = [
@@ -154,6 +162,7 @@ def render(cells: list[Cell], rounds: int) -> str:
             "suite",
             "-n",
             "plugin off",
+            "installed, no `--memstream`",
             "`--memstream`",
             "budget ≤ 1.05× (aim 1.02×)",
             "`--memstream` CPU time",
@@ -174,6 +183,7 @@ def render(cells: list[Cell], rounds: int) -> str:
             f"{cell.suite} ({_count(cell.suite):,} tests)",
             cell.workers,
             off,
+            _fmt_ratio(cell, "idle"),
             _fmt_ratio(cell, "memstream"),
             status,
             f"{median(cell.cpu_ratios.get('memstream', [])):.2f}×",
@@ -188,7 +198,9 @@ def render(cells: list[Cell], rounds: int) -> str:
         "the whole process tree (the xdist workers included): less sensitive to neighbours "
         "on a shared machine, but not what the budget is about.",
         "Off means `-p no:memstream -p no:memray -p no:monitor`; each contender disables the "
-        "other two the same way, since pytest-monitor measures whenever it is installed.",
+        "other two the same way, since pytest-monitor measures whenever it is installed. "
+        '"Installed, no `--memstream`" is the plugin loaded but not enabled: what every '
+        "run pays once pytest-memstream is installed.",
         "The trivial suite is 2,000 `def test_NNNN(): pass` in 20 modules; the mixed suite is "
         f"{suites.mixed_count()} tests: the memory tests of part 2, "
         f"{suites.MIXED_SLEEPERS} tests that sleep {suites.SLEEP * 1000:.0f} ms and "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+from benchmarks import viewer
 from benchmarks.common import Table, verdict
 from pytest_memstream import protocol
 from pytest_memstream.collector.sink import Sink
@@ -100,9 +101,11 @@ class Result:
     window: float
     rejected: int
     lost: int
+    #: What the attached viewer saw, by event kind (None: no viewer).
+    viewer: dict[str, float] | None = None
 
 
-def measure(per_message: int, per_frame: int, seconds: float) -> Result:
+def measure(per_message: int, per_frame: int, seconds: float, with_viewer: bool) -> Result:
     state = RunState()
     secret = protocol.new_secret()
     sink = Sink(state, secret, "tcp://127.0.0.1")
@@ -110,6 +113,16 @@ def measure(per_message: int, per_frame: int, seconds: float) -> Result:
     sink_tid = next(t.native_id for t in threading.enumerate() if t.name == "memstream-sink")
     context = multiprocessing.get_context("spawn")
     go, stop = context.Event(), context.Event()
+    seen = context.Queue()
+    watcher = None
+    if with_viewer:
+        endpoints: dict[str, str] = getattr(sink, "viewer_endpoints")  # noqa: B009
+        watcher = context.Process(
+            target=viewer.count_updates,
+            args=(endpoints["snapshot"], secret, stop, seen),
+            daemon=True,
+        )
+        watcher.start()
     workers = [f"gw{i}" for i in range(SENDERS)]
     procs = []
     for worker in workers:
@@ -134,7 +147,8 @@ def measure(per_message: int, per_frame: int, seconds: float) -> Result:
         cpu1, t1 = _thread_cpu(), time.perf_counter()
     finally:
         stop.set()
-        for proc in procs:
+        counts = seen.get(timeout=30) if watcher is not None else None
+        for proc in [*procs, *([watcher] if watcher is not None else [])]:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
@@ -157,38 +171,52 @@ def measure(per_message: int, per_frame: int, seconds: float) -> Result:
         window=window,
         rejected=sum(state.rejects.values()),
         lost=sum(w.gaps for w in state.workers.values()),
+        viewer=counts,
     )
 
 
 def run_part(long: bool) -> str:
     seconds = 10.0 if long else 3.0
+    has_viewer = viewer.available()
     table = Table(
         f"3. Sink throughput: {SENDERS} sender processes pushing as fast as they can",
         [
             "frames",
+            "viewer",
             "messages/s accepted",
             "samples/s accepted",
             "sink thread CPU",
             "samples per sink CPU-second",
             f"aim ≥ {AIM:,} samples/s on one core",
-            "with a viewer attached",
         ],
     )
     for per_message, per_frame, what in SHAPES:
-        r = measure(per_message, per_frame, seconds)
-        per_cpu = r.samples_per_s / r.sink_cpu if r.sink_cpu > 0 else float("nan")
-        print(f"  {what}: {r.samples_per_s:,.0f} samples/s", file=sys.stderr, flush=True)
-        table.add(
-            what,
-            f"{r.messages_per_s:,.0f}",
-            f"{r.samples_per_s:,.0f}",
-            f"{r.sink_cpu:.0%} (+ {r.io_cpu:.0%} ZeroMQ I/O thread)",
-            f"{per_cpu:,.0f}",
-            verdict(min(r.samples_per_s, per_cpu) >= AIM),
-            "viewer not yet available",
-        )
-        if r.rejected:
-            table.notes.append(f"**{r.rejected} messages rejected** in the run of: {what}.")
+        for with_viewer in (False, True):
+            if with_viewer and not has_viewer:
+                table.add(what, viewer.UNAVAILABLE, "", "", "", "", "")
+                continue
+            r = measure(per_message, per_frame, seconds, with_viewer)
+            per_cpu = r.samples_per_s / r.sink_cpu if r.sink_cpu > 0 else float("nan")
+            label = "none"
+            if r.viewer is not None:
+                updates = int(r.viewer.get("update", 0))
+                label = f"1 attached: {updates:,} updates"
+                if updates > 1:
+                    label += f", one per {r.viewer['span'] / (updates - 1):.2f} s"
+                if r.viewer.get("behind"):
+                    label += f", {int(r.viewer['behind'])} resyncs"
+            print(f"  {what}, {label}: {r.samples_per_s:,.0f} samples/s", file=sys.stderr)
+            table.add(
+                what,
+                label,
+                f"{r.messages_per_s:,.0f}",
+                f"{r.samples_per_s:,.0f}",
+                f"{r.sink_cpu:.0%} (+ {r.io_cpu:.0%} ZeroMQ I/O thread)",
+                f"{per_cpu:,.0f}",
+                verdict(min(r.samples_per_s, per_cpu) >= AIM),
+            )
+            if r.rejected:
+                table.notes.append(f"**{r.rejected} messages rejected** in the run of: {what}.")
     table.notes += [
         f"Window: {seconds:.0f} s after a short start; messages every sender's queue refused "
         "(the sink was full) are not counted, only what `RunState` applied. Every message "
@@ -196,7 +224,10 @@ def run_part(long: bool) -> str:
         "`RunState.accept`, into a running test's sample buffer. CPU is a share of one core.",
         "The target is judged on the smaller of samples/s and samples per sink CPU-second, "
         f"with {SENDERS} senders and the sink sharing the machine's {os.cpu_count()} CPUs.",
-        "With a viewer attached: the XPUB fan-out to viewers is not in `pytest_memstream."
-        "collector` yet; this column fills in when it lands.",
+        "The viewer is a separate process running `pytest_memstream.cli.client.Viewer` (what "
+        "`memstream watch` uses) against the sink's fan-out; it counts the updates it applies."
+        if has_viewer
+        else "With a viewer attached: `pytest_memstream` has no viewer fan-out to attach to "
+        "yet; those rows fill in when it lands.",
     ]
     return table.markdown()
