@@ -307,3 +307,232 @@ def decode_records(blob: bytes) -> list[Message]:
 def describe(message: Mapping[str, Any]) -> str:
     """A short human description of a message, for logs and errors."""
     return f"{message.get('k')} #{message.get('q')} from {message.get('w')}"
+
+
+# === the viewer side ===================================================================
+#
+# Viewers attach to the sink the way the ZeroMQ guide's "clone" pattern describes: a
+# SUB socket on the ``updates`` endpoint (an XPUB) receives every change to the run's
+# state, numbered by ``seq``; a DEALER socket on the ``snapshot`` endpoint (a ROUTER)
+# asks for the whole state, tagged with the ``seq`` of the last update it includes.
+# Every frame, both ways, is ``[mac, body]`` as on the worker stream: ``body`` is one
+# msgpack map, ``mac`` the first 16 bytes of HMAC-SHA256(secret, body).  The sink serves
+# only requests signed with the run's secret (anything else gets an ``error``), and
+# viewers drop any frame whose MAC does not verify.  docs/protocol.md describes it all.
+#
+# The state is a key-value map; an update *sets* keys to their complete new value, so
+# applying an update that a snapshot already contains changes nothing:
+#
+#   "run"               the run's totals and whether it has finished
+#   "w/<worker>"        one worker: status, counters, the test it runs now
+#   "t/<worker>/<i>"    one finished (or crashed) test's record
+
+VIEWER_VERSION = 1
+NONCE_MIN, NONCE_MAX = 8, 64
+#: Most keys in one update or snapshot part; a sender splits larger sets.
+MAX_SETS = 4096
+#: Recent RSS samples of a running test that a worker view carries (for a sparkline).
+SPARK_SAMPLES = 48
+RUN_STATUSES = frozenset({"running", "finished"})
+REQUEST_KINDS = frozenset({"hello", "snapshot"})
+ERROR_REASONS = frozenset({"auth", "version", "request"})
+
+
+def _nonce(value: Any) -> bytes:
+    if type(value) is not bytes or not NONCE_MIN <= len(value) <= NONCE_MAX:
+        raise ValueError(f"expected {NONCE_MIN}..{NONCE_MAX} random bytes")
+    return value
+
+
+def _any_nonce(value: Any) -> bytes:
+    return b"" if value == b"" and type(value) is bytes else _nonce(value)
+
+
+def _text(max_len: int) -> Check:
+    """A string that may be empty (an error message, a crashed test that is not known)."""
+
+    def check(value: Any) -> str:
+        if type(value) is not str or len(value) > max_len:
+            raise ValueError(f"expected a string of at most {max_len} characters")
+        return value
+
+    return check
+
+
+def _endpoint(value: Any) -> str:
+    endpoint: str = _str(1024)(value)
+    return endpoint
+
+
+def _spark(value: Any) -> list[int]:
+    if type(value) is not list or len(value) > SPARK_SAMPLES:
+        raise ValueError(f"expected at most {SPARK_SAMPLES} RSS values")
+    return [_size(rss) for rss in value]
+
+
+_rate = _float(-1e15, 1e15)
+
+#: Fields of the value under each key kind.  Viewers ignore fields they do not know.
+RUN_VIEW: dict[str, Check] = {
+    "status": _choice(RUN_STATUSES),
+    "pid": _int(1, 1 << 32),
+    "started": _time,
+    "messages": _count,
+    "frames": _count,
+    "rejected": _count,
+    "tests": _count,
+}
+RUNNING_VIEW: dict[str, Check] = {
+    "i": _count,
+    "id": _str(MAX_NODEID),
+    "phase": _phase,
+    "started": _time,
+    "rss_start": _size,
+    "rss": _size,
+    "peak": _size,
+    "rate": _rate,
+    "spark": _spark,
+}
+WORKER_VIEW: dict[str, Check] = {
+    "status": _str(16),
+    "pid": _int(0, 1 << 32),
+    "method": _text(16),
+    "messages": _count,
+    "lost": _count,
+    "dropped": _count,
+    "recovered": _count,
+    "unrecoverable": _count,
+    "max_rss": _size,
+    "crashed": _text(MAX_NODEID),
+    "error": _text(4096),
+    "running": lambda value: None if value is None else _fields(value, RUNNING_VIEW),
+}
+_growth = _int(-MAX_INT, MAX_INT)
+TEST_VIEW: dict[str, Check] = {
+    "id": _str(MAX_NODEID),
+    "w": _str(64),
+    "i": _count,
+    "o": _choice(TEST_OUTCOMES),
+    "rss_start": _size,
+    "peak": _size,
+    "rss_end": _size,
+    "growth": _growth,
+    "kept": _growth,
+    "phase": _text(16),
+    "m": _choice(PEAK_METHODS),
+    "src": _str(16),
+    "t0": _time,
+    "t1": _time,
+}
+
+
+def _fields(value: Any, schema: dict[str, Check]) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise ValueError("expected a map")
+    out = {}
+    for name, check in schema.items():
+        if name not in value:
+            raise ValueError(f"{name}: missing")
+        try:
+            out[name] = check(value[name])
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return out
+
+
+_KEY = re.compile(r"run|w/([A-Za-z0-9_.-]{1,64})|t/([A-Za-z0-9_.-]{1,64})/(\d{1,15})")
+
+
+def check_view(key: Any, value: Any) -> dict[str, Any]:
+    """Validate one ``key -> value`` of the viewer state; ProtocolError if malformed."""
+    match = _KEY.fullmatch(key) if type(key) is str else None
+    if match is None:
+        raise ProtocolError("schema", f"unknown state key {key!r:.40}")
+    schema = RUN_VIEW if key == "run" else WORKER_VIEW if key[0] == "w" else TEST_VIEW
+    try:
+        return _fields(value, schema)
+    except ValueError as exc:
+        raise ProtocolError("schema", f"{key}: {exc}") from None
+
+
+def _sets(value: Any) -> dict[str, dict[str, Any]]:
+    if type(value) is not dict or len(value) > MAX_SETS:
+        raise ValueError(f"expected a map of at most {MAX_SETS} state keys")
+    return {key: check_view(key, item) for key, item in value.items()}
+
+
+#: Fields of each message kind on the viewer side, beyond ``v`` and ``k``.
+VIEWER_SCHEMAS: dict[str, dict[str, Check]] = {
+    # viewer -> snapshot endpoint
+    "hello": {"nonce": _nonce},
+    "snapshot": {"nonce": _nonce},
+    # snapshot endpoint -> viewer
+    "welcome": {
+        "nonce": _nonce,
+        "seq": _count,
+        "updates": _endpoint,
+        "beat": _float(0.01, 3600.0),
+        "pid": _int(1, 1 << 32),
+        "started": _time,
+    },
+    "snap": {
+        "nonce": _nonce,
+        "seq": _count,
+        "part": _count,
+        "parts": _int(1, MAX_INT),
+        "sets": _sets,
+    },
+    # the answer to a request the sink cannot serve; ``nonce`` is empty if unreadable
+    "error": {"nonce": _any_nonce, "reason": _choice(ERROR_REASONS)},
+    # updates endpoint -> viewers
+    "update": {"seq": _int(1), "t": _time, "sets": _sets},
+    "beat": {"seq": _count, "t": _time},
+}
+VIEWER_KINDS = frozenset(VIEWER_SCHEMAS)
+#: Largest viewer frame either side accepts (a snapshot part is kept well below it).
+MAX_VIEW_FRAME = 4 << 20
+
+
+def encode_viewer(secret: bytes, kind: str, fields: Mapping[str, Any]) -> list[bytes]:
+    """One signed viewer-protocol frame ``[mac, body]``."""
+    body = pack({"v": VIEWER_VERSION, "k": kind, **fields})
+    return [sign(secret, body), body]
+
+
+def decode_viewer(secret: bytes, frames: list[bytes], kinds: frozenset[str]) -> Message:
+    """Authenticate, unpack and check one viewer-protocol frame of one of ``kinds``."""
+    if len(frames) != 2:
+        raise ProtocolError("frame", f"expected 2 parts [mac, body], got {len(frames)}")
+    mac, body = frames
+    if len(body) > MAX_VIEW_FRAME:
+        raise ProtocolError("size", f"frame of {len(body)} bytes exceeds {MAX_VIEW_FRAME}")
+    if len(mac) != MAC_SIZE or not hmac.compare_digest(mac, sign(secret, body)):
+        raise ProtocolError("auth", "bad or missing MAC: not signed with this run's secret")
+    try:
+        raw = msgpack.unpackb(
+            body,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            ext_hook=_no_ext,
+            max_str_len=MAX_NODEID * 4,
+            max_bin_len=NONCE_MAX,
+            max_array_len=SPARK_SAMPLES,
+            max_map_len=MAX_SETS,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises a zoo of types on hostile input
+        raise ProtocolError("msgpack", f"{type(exc).__name__}: {exc}"[:200]) from None
+    if type(raw) is not dict:
+        raise ProtocolError("schema", "a viewer message must be a map")
+    version = raw.get("v")
+    if version != VIEWER_VERSION or type(version) is not int:
+        raise ProtocolError("version", f"unsupported viewer protocol version {version!r:.20}")
+    kind = raw.get("k")
+    if type(kind) is not str or kind not in kinds:
+        raise ProtocolError("schema", f"unexpected message kind {kind!r:.20}")
+    try:
+        fields = _fields(raw, VIEWER_SCHEMAS[kind])
+    except ValueError as exc:
+        raise ProtocolError("schema", f"{kind}: {exc}") from None
+    return {"v": version, "k": kind, **fields}

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pytest_memstream import __version__
+from pytest_memstream.cli import watch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tools for pytest-memstream: which tests eat memory, live and afterwards.",
     )
     parser.add_argument("--version", action="version", version=f"memstream {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    watch.add_parser(subparsers)
     return parser
 
 
@@ -24,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    return 0
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":

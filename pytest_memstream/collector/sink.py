@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
+from collections.abc import Callable
 
 import zmq
 
 from pytest_memstream import protocol
+from pytest_memstream.collector.fanout import Fanout
 from pytest_memstream.collector.state import RunState
 
 #: Frames read in one go before the thread looks at its control socket again.
@@ -36,6 +39,16 @@ class Sink:
             self._context.destroy(linger=0)
             raise SinkError(f"cannot bind the sink to {bind!r}: {exc}") from None
         self.endpoint = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        try:
+            self.fanout = Fanout(self._context, state, secret, self.endpoint)
+        except zmq.ZMQError as exc:
+            self._pull.close(linger=0)
+            self._context.destroy(linger=0)
+            raise SinkError(f"cannot bind the viewer sockets next to {bind!r}: {exc}") from None
+        #: ``{"snapshot": endpoint, "updates": endpoint}`` for viewers (see ``fanout``).
+        self.viewer_endpoints = dict(self.fanout.endpoints)
+        #: Called on the sink thread after it applied new messages (e.g. to warn).
+        self.listeners: list[Callable[[], None]] = []
         control = f"inproc://memstream-sink-{next(_ids)}"
         self._control = self._context.socket(zmq.PAIR)
         self._control.bind(control)
@@ -75,13 +88,19 @@ class Sink:
         poller = zmq.Poller()
         poller.register(self._pull, zmq.POLLIN)
         poller.register(self._control, zmq.POLLIN)
+        for socket in self.fanout.sockets:
+            poller.register(socket, zmq.POLLIN)
         try:
             while True:
-                events = dict(poller.poll())
+                events = dict(poller.poll(self.fanout.timeout(time.monotonic())))
                 if self._control in events:
                     break
-                self._drain()
+                if self._pull in events:
+                    self._drain()
+                    self._notify()
+                self._serve_viewers(events, changed=self._pull in events)
         finally:
+            self._close_fanout()
             self._pull.close(linger=0)
             self._control.close(linger=0)
 
@@ -100,3 +119,27 @@ class Sink:
                 self.state.accept(batch)
             except Exception:  # a bug of ours must not silence the stream
                 self.internal_errors += 1
+
+    # --- viewers and listeners (see fanout.py) -------------------------------------------
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener()
+            except Exception:  # a bug of ours must not silence the stream
+                self.internal_errors += 1
+
+    def _serve_viewers(self, events: dict[object, int], changed: bool = False) -> None:
+        try:
+            if changed:
+                self.fanout.changed()
+            self.fanout.handle(events)
+            self.fanout.tick(time.monotonic())
+        except Exception:  # nothing a viewer does may stop the sink
+            self.internal_errors += 1
+
+    def _close_fanout(self) -> None:
+        try:
+            self.fanout.close()
+        except Exception:
+            self.internal_errors += 1

@@ -116,6 +116,7 @@ class Controller:
 
     def pytest_report_header(self) -> list[str]:
         lines = [f"memstream: sink {self.sink.endpoint}"]
+        lines.append(f"memstream: viewers attach at {self.sink.viewer_endpoints['snapshot']}")
         if self.settings.json_path is not None:
             lines.append(f"memstream: JSON report to {self.settings.json_path}")
         return lines
@@ -190,6 +191,8 @@ class Controller:
                 "pid": os.getpid(),
                 "started": self._started,
                 "rootdir": str(self.config.rootpath),
+                # Where `memstream watch` attaches; see docs/protocol.md.
+                "viewers": dict(self.sink.viewer_endpoints),
             }
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as file:
