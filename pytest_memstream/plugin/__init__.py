@@ -21,6 +21,7 @@ from pytest_memstream.plugin.options import add_options, resolve
 from pytest_memstream.plugin.probe import open_probe
 from pytest_memstream.plugin.recorder import Recorder
 from pytest_memstream.plugin.stream import Stream
+from pytest_memstream.plugin.warn import GrowthAlarm, TerminalLines
 from pytest_memstream.sender import Sender
 
 
@@ -43,6 +44,11 @@ def pytest_configure(config: pytest.Config) -> None:
         sink = Sink(RunState(), secret, settings.bind)
     except SinkError as exc:
         raise pytest.UsageError(f"memstream: {exc}") from None
+    if settings.warn is not None:
+        lines = TerminalLines(config)
+        config.add_cleanup(lines.close)
+        config.pluginmanager.register(lines, "memstream-terminal-lines")
+        sink.listeners.append(GrowthAlarm(sink.state, settings.warn, lines).check)
     sink.start()
     controller = Controller(config, settings, sink, secret, start_recorder)
     config.pluginmanager.register(controller, "memstream-controller")

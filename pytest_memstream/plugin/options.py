@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from pytest_memstream.collector.report import SORT_KEYS
+from pytest_memstream.sizes import parse_size
 
 DEFAULT_TOP = 5
 DEFAULT_SORT = "growth"
@@ -34,6 +35,8 @@ class Settings:
     json_path: Path | None
     interval: float
     bind: str
+    #: Announce a running test whose growth passes this many bytes (None: never).
+    warn: int | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -67,6 +70,12 @@ def add_options(parser: pytest.Parser) -> None:
         f"ZeroMQ endpoint of the sink (default {DEFAULT_BIND} on a free port).",
         metavar="ENDPOINT",
     )
+    option(
+        "warn",
+        "print a line as soon as a running test has grown by SIZE, and again each time "
+        "its growth doubles; e.g. 500M, 1.5GiB, 2GB (default: never).",
+        metavar="SIZE",
+    )
 
 
 def _parse_top(text: str) -> int:
@@ -90,6 +99,13 @@ def _parse_interval(text: str) -> float:
 
 
 _ENDPOINT = re.compile(r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|\*)(:(\d{1,5}|\*))?|ipc://.+")
+
+
+def _parse_warn(text: str) -> int:
+    value = parse_size(text)
+    if value <= 0:
+        raise ValueError
+    return value
 
 
 def _parse_bind(text: str) -> str:
@@ -158,5 +174,12 @@ def resolve(config: pytest.Config) -> Settings:
             DEFAULT_BIND,
             "a ZeroMQ endpoint such as tcp://127.0.0.1, tcp://127.0.0.1:5555 "
             "or ipc:///tmp/memstream.sock",
+        ),
+        warn=r.get(
+            "memstream_warn",
+            _parse_warn,
+            None,
+            "a size above 0 such as 500M, 1.5GiB or 2GB (K/M/G/T and KiB/MiB/GiB/TiB are "
+            "powers of 1024, KB/MB/GB/TB powers of 1000)",
         ),
     )
