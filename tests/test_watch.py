@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 import zmq
+from rich.console import Console
 
 from pytest_memstream import protocol
-from pytest_memstream.cli.client import Viewer, ViewerError
+from pytest_memstream.cli.client import Mirror, Viewer, ViewerError
+from pytest_memstream.cli.screen import Status, render
 from pytest_memstream.collector.sink import Sink
 from pytest_memstream.collector.state import RunState
 from pytest_memstream.sender import Sender
@@ -556,7 +558,7 @@ def test_wrong_secret_is_refused(sink: Sink) -> None:
     )
     assert done.returncode == 1
     assert "wrong secret" in done.stderr
-    assert sink.fanout.rejects["auth"] >= 1
+    assert sink.fanout is not None and sink.fanout.rejects["auth"] >= 1
     done = subprocess.run(
         [sys.executable, "-m", "pytest_memstream.cli", "watch", endpoint],
         capture_output=True,
@@ -790,3 +792,113 @@ def test_the_example_viewer_in_the_docs_works(project: Project) -> None:
     finally:
         viewer.kill()
         viewer.wait(10)
+
+
+def test_a_run_whose_viewer_sockets_cannot_bind_goes_on(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_one():\n    pass\n")
+    # Long enough for the sink, too long for "<path>-snapshot" (sockaddr_un holds 107).
+    path = pytester.path / "s"
+    path = path.with_name("s" * (100 - len(str(path)) + 1))
+    assert len(str(path)) == 100
+    result = pytester.runpytest_subprocess("--memstream", f"--memstream-bind=ipc://{path}")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["memstream: no viewers for this run: cannot bind *", "*1 passed*"])
+
+
+CRASHING = """
+import os
+
+def test_dies():
+    os._exit(3)
+
+def test_lives():
+    pass
+"""
+
+
+def test_a_crashed_worker_reaches_the_viewer(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_crashing=CRASHING)
+    report_path = pytester.path / "report.json"
+    watch = Watch(pytester.path, "--wait")
+    try:
+        result = pytester.runpytest_subprocess(
+            "-n", "2", "--memstream", f"--memstream-json={report_path}", "-p", "no:randomly"
+        )
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        assert watch.finish() == 0, watch.err.lines
+    finally:
+        watch.kill()
+    report = json.loads(report_path.read_text())
+    totals = watch.events[-1]["totals"]
+    assert totals == report_totals(report)
+    assert len(totals["crashed"]) == 1
+    state = replay(watch.events)
+    crashed = state["w/" + totals["crashed"][0]]
+    assert crashed["crashed"] == "test_crashing.py::test_dies"
+
+
+def screen_mirror() -> Mirror:
+    mirror = Mirror()
+    long_id = "test_deep/test_module_with_a_long_name.py::test_" + "x" * 80
+    running = {
+        "i": 3,
+        "id": long_id,
+        "phase": "call",
+        "started": time.time() - 5,
+        "rss_start": 100 << 20,
+        "rss": 612 << 20,
+        "peak": 612 << 20,
+        "rate": 50e6,
+        "spark": [(100 + 10 * n) << 20 for n in range(48)],
+    }
+    worker = {
+        "status": "running",
+        "pid": 4242,
+        "method": "hwm",
+        "messages": 10,
+        "lost": 0,
+        "dropped": 0,
+        "recovered": 0,
+        "unrecoverable": 0,
+        "max_rss": 612 << 20,
+        "crashed": "",
+        "error": "",
+        "running": running,
+    }
+    values: dict[str, Any] = {"run": dict(run_value("running", tests=30), started=time.time() - 42)}
+    values["w/gw0"] = worker
+    values["w/gw1"] = dict(worker, status="crashed", running=None, crashed="test_a.py::test_boom")
+    values["w/gw10"] = dict(worker, status="complete", running=None)
+    for n in range(30):
+        values[f"t/gw1/{n}"] = dict(record_value(n), w="gw1", growth=n << 20)
+    mirror.load(10, values)
+    return mirror
+
+
+@pytest.mark.parametrize("width", [80, 60, 140])
+def test_the_screen_fits_the_width(width: int) -> None:
+    console = Console(width=width, height=30, record=True, color_system=None)
+    console.print(render(screen_mirror(), Status("tcp://x"), width, 30, 10, "growth"))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= width for line in lines)
+    assert lines[0].startswith("memstream running 0:4")
+    assert lines[1] == ""  # the header is one line, however narrow the terminal
+    header = next(i for i, line in enumerate(lines) if line.startswith("worker  phase"))
+    workers = lines[header + 1 : lines.index("", header)]
+    assert [line.split()[0] for line in workers] == ["gw0", "gw1", "gw10"]  # natural order
+    assert workers[0].split()[1:4] == ["call", "612.0M", "+512.0M"]
+    assert "▁" in workers[0] and "█" in workers[0]  # the sparkline climbs
+    assert "…" in workers[0] and workers[0].rstrip().endswith("xxx")  # cut at the front
+    assert "crashed" in workers[1]
+    assert "test_a.py::test_boom" in workers[1] or width < 80
+    assert "gw1 crashed while running test_a.py::test_boom" in lines
+    top = lines[lines.index("top 10 tests by growth") + 2 :][:10]
+    assert [row.split()[0] for row in top[:3]] == ["+29.0M", "+28.0M", "+27.0M"]
+
+
+def test_the_top_list_shortens_to_the_height() -> None:
+    console = Console(width=80, height=16, record=True, color_system=None)
+    console.print(render(screen_mirror(), Status("tcp://x"), 80, 16, 10, "growth"))
+    lines = console.export_text().splitlines()
+    assert len(lines) <= 16
+    assert any(line.startswith("top ") and "tests by growth" in line for line in lines)

@@ -67,18 +67,27 @@ def header(mirror: Mirror, status: Status) -> Text:
         state = Text("running", style="bold")
     started = run.get("started")
     elapsed = _elapsed(time.time() - started) if started and not mirror.finished else ""
-    text = Text("memstream ", style="bold")
+    text = Text("memstream ", style="bold", no_wrap=True, overflow="ellipsis")
     text.append_text(state)
     if elapsed:
         text.append(f" {elapsed}")
-    text.append(f" · pid {run.get('pid', '?')} · {totals['tests']} tests done")
-    text.append(f" · {status.rate:,.0f} msg/s · {totals['messages']:,} msgs")
+    # The least useful last: a narrow terminal cuts the line short rather than wrap it.
+    text.append(f" · {totals['tests']} tests done · {status.rate:,.0f} msg/s")
     text.append(f" · {totals['lost']} lost", style="red" if totals["lost"] else "")
+    text.append(f" · {totals['messages']:,} msgs · pid {run.get('pid', '?')}")
     return text
+
+
+def shorten(nodeid: str, room: int) -> str:
+    """``nodeid`` in ``room`` characters, keeping its end: the test's name matters most."""
+    if len(nodeid) <= room:
+        return nodeid
+    return "…" + nodeid[len(nodeid) - max(room, 2) + 1 :]
 
 
 def workers_table(mirror: Mirror, width: int) -> Table:
     spark_width = 8 if width < 100 else 16
+    room = width - 38 - spark_width  # what the other columns leave to the test id
     table = Table(box=None, expand=True, padding=(0, 1), pad_edge=False, header_style="bold")
     table.add_column("worker", no_wrap=True, min_width=6)
     table.add_column("phase", no_wrap=True, min_width=8)
@@ -96,7 +105,7 @@ def workers_table(mirror: Mirror, width: int) -> Table:
                 format_size(running["rss"]),
                 Text(format_size(growth, signed=True), style="yellow" if growth > 0 else ""),
                 Text(sparkline(running["spark"], spark_width), style="cyan"),
-                running["id"],
+                shorten(running["id"], room),
             )
         elif worker["status"] == "crashed":
             table.add_row(
@@ -105,7 +114,7 @@ def workers_table(mirror: Mirror, width: int) -> Table:
                 format_size(worker["max_rss"]),
                 "",
                 "",
-                Text(worker["crashed"] or worker["error"], style="red"),
+                Text(shorten(worker["crashed"] or worker["error"], room), style="red"),
             )
         else:
             table.add_row(
@@ -134,7 +143,8 @@ def top_tests(mirror: Mirror, sort: str, count: int) -> list[dict[str, Any]]:
     return sorted(mirror.tests(), key=lambda t: t[key], reverse=True)[: max(0, count)]
 
 
-def top_table(mirror: Mirror, sort: str, count: int) -> Table:
+def top_table(mirror: Mirror, sort: str, count: int, width: int) -> Table:
+    room = width - 36  # what the other columns leave to the test id
     table = Table(box=None, expand=True, padding=(0, 1), pad_edge=False, header_style="bold")
     table.add_column("growth", justify="right", no_wrap=True, min_width=7)
     table.add_column("peak", justify="right", no_wrap=True, min_width=6)
@@ -148,7 +158,10 @@ def top_table(mirror: Mirror, sort: str, count: int) -> Table:
             format_size(test["peak"]),
             format_size(test["kept"], signed=True),
             test["w"],
-            Text(test["id"] + mark, style="red" if test["o"] in ("crashed", "failed") else ""),
+            Text(
+                shorten(test["id"], room - len(mark)) + mark,
+                style="red" if test["o"] in ("crashed", "failed") else "",
+            ),
         )
     return table
 
@@ -176,7 +189,7 @@ def render(
     rows = min(top, max(1, height - used - 1))
     parts += [Text(""), workers, Text("")]
     parts.append(Text(f"top {rows} tests by {sort}", style="bold underline"))
-    parts.append(top_table(mirror, sort, rows))
+    parts.append(top_table(mirror, sort, rows, width))
     parts += crashes
     parts.append(footer)
     return Group(*parts)

@@ -39,14 +39,15 @@ class Sink:
             self._context.destroy(linger=0)
             raise SinkError(f"cannot bind the sink to {bind!r}: {exc}") from None
         self.endpoint = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        #: Why viewers cannot attach, if they cannot; the run goes on without them.
+        self.viewer_problem = ""
+        self.fanout: Fanout | None = None
         try:
             self.fanout = Fanout(self._context, state, secret, self.endpoint)
         except zmq.ZMQError as exc:
-            self._pull.close(linger=0)
-            self._context.destroy(linger=0)
-            raise SinkError(f"cannot bind the viewer sockets next to {bind!r}: {exc}") from None
+            self.viewer_problem = f"cannot bind the viewer sockets next to {self.endpoint}: {exc}"
         #: ``{"snapshot": endpoint, "updates": endpoint}`` for viewers (see ``fanout``).
-        self.viewer_endpoints = dict(self.fanout.endpoints)
+        self.viewer_endpoints = dict(self.fanout.endpoints) if self.fanout else {}
         #: Called on the sink thread after it applied new messages (e.g. to warn).
         self.listeners: list[Callable[[], None]] = []
         control = f"inproc://memstream-sink-{next(_ids)}"
@@ -88,11 +89,12 @@ class Sink:
         poller = zmq.Poller()
         poller.register(self._pull, zmq.POLLIN)
         poller.register(self._control, zmq.POLLIN)
-        for socket in self.fanout.sockets:
+        for socket in self.fanout.sockets if self.fanout else ():
             poller.register(socket, zmq.POLLIN)
         try:
             while True:
-                events = dict(poller.poll(self.fanout.timeout(time.monotonic())))
+                timeout = self.fanout.timeout(time.monotonic()) if self.fanout else None
+                events = dict(poller.poll(timeout))
                 if self._control in events:
                     break
                 if self._pull in events:
@@ -130,6 +132,8 @@ class Sink:
                 self.internal_errors += 1
 
     def _serve_viewers(self, events: dict[object, int], changed: bool = False) -> None:
+        if self.fanout is None:
+            return
         try:
             if changed:
                 self.fanout.changed()
@@ -140,6 +144,7 @@ class Sink:
 
     def _close_fanout(self) -> None:
         try:
-            self.fanout.close()
+            if self.fanout is not None:
+                self.fanout.close()
         except Exception:
             self.internal_errors += 1

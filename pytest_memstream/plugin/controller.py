@@ -116,7 +116,10 @@ class Controller:
 
     def pytest_report_header(self) -> list[str]:
         lines = [f"memstream: sink {self.sink.endpoint}"]
-        lines.append(f"memstream: viewers attach at {self.sink.viewer_endpoints['snapshot']}")
+        if self.sink.viewer_endpoints:
+            lines.append(f"memstream: viewers attach at {self.sink.viewer_endpoints['snapshot']}")
+        else:
+            lines.append(f"memstream: no viewers for this run: {self.sink.viewer_problem}")
         if self.settings.json_path is not None:
             lines.append(f"memstream: JSON report to {self.settings.json_path}")
         return lines
