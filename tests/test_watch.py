@@ -178,7 +178,7 @@ class Project:
         self.output: Lines | None = None
         self.watches: list[Watch] = []
 
-    def pytest(self, *args: str, hold: bool = False) -> None:
+    def pytest(self, *args: str, hold: bool = False, start_new_session: bool = False) -> None:
         env = dict(os.environ, MEMSTREAM_GATE=str(self.gate))
         if hold:
             env["MEMSTREAM_HOLD"] = "1"
@@ -193,6 +193,7 @@ class Project:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=start_new_session,
         )
         self.output = Lines(self.run.stdout)
 
@@ -384,6 +385,20 @@ def test_late_joiner_snapshot_equals_the_sink_state(project: Project) -> None:
     assert late.events[-1]["event"] == "finished"
     code, output, _ = project.finish()
     assert code == 0, output
+
+
+def test_a_run_that_dies_is_reported_lost(project: Project) -> None:
+    project.pytest(start_new_session=True)
+    project.session_file()
+    watch = project.watch()
+    watch.wait_event(lambda e: running(e, "test_hungry"))
+    assert project.run is not None
+    os.killpg(project.run.pid, signal.SIGKILL)  # the controller and its workers, at once
+    assert watch.finish() == 3  # told, after a few silent seconds, not left hanging
+    last = watch.events[-1]
+    assert last["event"] == "lost"
+    assert last["reason"] == "the run went silent"
+    assert last["totals"]["status"] == "running"  # never passed off as a finished run
 
 
 def test_killed_and_frozen_viewers_change_nothing(project: Project) -> None:

@@ -9,7 +9,7 @@ ellipsis; the sparkline narrows on small terminals; the top list shortens to the
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -34,7 +34,6 @@ class Status:
     finished: bool = False
     lost: str = ""
     resyncs: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def sparkline(values: list[int], width: int) -> str:
