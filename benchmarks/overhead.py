@@ -79,7 +79,12 @@ def measure(
     peer_rounds: dict[str, int],
     log: list[str],
 ) -> Cell:
+    """Run the contenders on ``root`` in ``rounds`` rounds; peers in their first rounds only."""
     cell = Cell(suite, workers)
+    # One untimed run first: the first run of a fresh suite also compiles and caches its
+    # modules, which would count against whichever contender happened to go first.
+    with tempfile.TemporaryDirectory(prefix="memstream-bench-") as tmp:
+        run(pytest_command(_args(CONTENDERS[0], workers, Path(tmp))), root)
     for r in range(rounds):
         off: RunResult | None = None
         ran = []
