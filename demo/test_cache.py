@@ -3,7 +3,7 @@ import functools
 MiB = 1 << 20
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def expensive_table(n: int) -> bytes:
     return bytes([n % 251]) * (60 * MiB)
 

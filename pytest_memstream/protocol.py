@@ -33,7 +33,7 @@ import msgpack
 VERSION = 1
 MAC_SIZE = 16
 #: Largest body the sink accepts; ZeroMQ drops a peer that sends a larger frame.
-MAX_FRAME = 4 << 20
+MAX_FRAME = 1 << 20
 #: Most messages a worker puts into one frame.
 MAX_BATCH = 4096
 MAX_NODEID = 8192

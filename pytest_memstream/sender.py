@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
+import time
+
 import zmq
 
 from pytest_memstream import protocol
+from pytest_memstream.faults import Faults
 
 #: Frames queued for a sink that is slow or gone before sends start to drop.
 SEND_HWM = 1000
@@ -22,19 +26,31 @@ class Sender:
 
     def __init__(self, endpoint: str, secret: bytes, linger_ms: int = LINGER_MS) -> None:
         self._secret = secret
+        self._faults = Faults.from_env()
+        self._random = random.Random(self._faults.seed)
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUSH)
-        self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._socket.setsockopt(zmq.SNDHWM, self._faults.hwm or SEND_HWM)
         self._socket.setsockopt(zmq.LINGER, linger_ms)
         self._socket.connect(endpoint)
         self.sent = 0
         self.dropped = 0
 
     def send(self, messages: list[protocol.Message]) -> bool:
+        faults = self._faults
+        if faults.delay:
+            time.sleep(faults.delay)
+        if faults.drop and self._random.random() < faults.drop:
+            self.sent += len(messages)  # lost on the way: the worker cannot know
+            return True
+        frame = protocol.encode_frame(self._secret, messages)
+        if len(frame[1]) > protocol.MAX_FRAME and len(messages) > 1:
+            # Very long node ids: halve the batch rather than have the sink refuse it.
+            half = len(messages) // 2
+            first = self.send(messages[:half])
+            return self.send(messages[half:]) and first
         try:
-            self._socket.send_multipart(
-                protocol.encode_frame(self._secret, messages), flags=zmq.NOBLOCK, copy=False
-            )
+            self._socket.send_multipart(frame, flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError:
             # Again (queue full) or a socket that is going away: the run must go on.
             self.dropped += len(messages)

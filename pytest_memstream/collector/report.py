@@ -190,5 +190,5 @@ def footer_line(report: Report) -> str:
     if crashed:
         parts.append(f"crashed: {', '.join(crashed)}")
     if not run.get("complete", True):
-        parts.append("INCOMPLETE run")
+        parts.append(f"INCOMPLETE run ({run.get('stopped') or 'stopped early'})")
     return "memstream: " + ", ".join(parts)

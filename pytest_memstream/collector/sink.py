@@ -8,13 +8,23 @@ import time
 from collections.abc import Callable
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from pytest_memstream import protocol
 from pytest_memstream.collector.fanout import Fanout
 from pytest_memstream.collector.state import RunState
+from pytest_memstream.faults import Faults
 
 #: Frames read in one go before the thread looks at its control socket again.
 DRAIN = 256
+#: Frames queued per connected peer before ZeroMQ stops reading from it.
+RECV_HWM = 1000
+#: Connection events that mean a peer did not speak ZeroMQ (or not our version of it).
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 _ids = itertools.count()
 
 
@@ -50,6 +60,11 @@ class Sink:
         self.viewer_endpoints = dict(self.fanout.endpoints) if self.fanout else {}
         #: Called on the sink thread after it applied new messages (e.g. to warn).
         self.listeners: list[Callable[[], None]] = []
+        # Raw bytes on the port never reach recv(); the monitor is how they are counted.
+        self._monitor = self._pull.get_monitor_socket(HANDSHAKE_FAILED)
+        self._faults = Faults.from_env()
+        if self._faults.sink == "gone":
+            self._pull.unbind(self.endpoint)
         control = f"inproc://memstream-sink-{next(_ids)}"
         self._control = self._context.socket(zmq.PAIR)
         self._control.bind(control)
@@ -61,7 +76,7 @@ class Sink:
     def _bind(self, bind: str) -> zmq.Socket[bytes]:
         pull = self._context.socket(zmq.PULL)
         pull.setsockopt(zmq.LINGER, 0)
-        pull.setsockopt(zmq.RCVHWM, 10_000)
+        pull.setsockopt(zmq.RCVHWM, RECV_HWM)
         # ZeroMQ itself disconnects a peer that announces a larger frame.
         pull.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME + 1024)
         host = bind[len("tcp://") :] if bind.startswith("tcp://") else None
@@ -87,7 +102,9 @@ class Sink:
 
     def _run(self) -> None:
         poller = zmq.Poller()
-        poller.register(self._pull, zmq.POLLIN)
+        if not self._faults.sink:
+            poller.register(self._pull, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         poller.register(self._control, zmq.POLLIN)
         for socket in self.fanout.sockets if self.fanout else ():
             poller.register(socket, zmq.POLLIN)
@@ -97,14 +114,28 @@ class Sink:
                 events = dict(poller.poll(timeout))
                 if self._control in events:
                     break
+                if self._monitor in events:
+                    self._count_handshakes()
                 if self._pull in events:
                     self._drain()
                     self._notify()
                 self._serve_viewers(events, changed=self._pull in events)
         finally:
             self._close_fanout()
+            self._pull.disable_monitor()
+            self._monitor.close(linger=0)
             self._pull.close(linger=0)
             self._control.close(linger=0)
+
+    def _count_handshakes(self) -> None:
+        while True:
+            try:
+                parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            except Exception:
+                pass
+            self.state.reject("handshake")
 
     def _drain(self) -> None:
         for _ in range(DRAIN):

@@ -253,26 +253,27 @@ class RunState:
 
     # --- the controller's side ---------------------------------------------------------
 
-    def wait_for(self, worker: str, last_seq: int, timeout: float) -> bool:
-        """Wait until ``worker``'s message ``last_seq`` has been applied, at most ``timeout``."""
+    def wait_drained(self, worker: str, last_seq: int | None, quiet: float, timeout: float) -> bool:
+        """Wait for ``worker``'s message ``last_seq`` to be applied; True if it was.
+
+        Gives up when nothing arrived from the worker for ``quiet`` seconds (a sink or a
+        socket that is stuck) or after ``timeout`` in all.  With ``last_seq`` None (a
+        crashed worker: its last number is unknown) it waits for the quiet only.
+        """
         state = self.workers.get(worker)
         if state is None:
             return False
-        with self.cond:
-            return self.cond.wait_for(lambda: state.next_seq > last_seq, timeout)
-
-    def wait_quiet(self, worker: str, quiet: float, timeout: float) -> None:
-        """Wait until ``worker`` sent nothing for ``quiet`` seconds, at most ``timeout``."""
-        state = self.workers.get(worker)
-        if state is None:
-            return
         deadline = time.monotonic() + timeout
         with self.cond:
             seen, quiet_since = state.next_seq, time.monotonic()
-            while (now := time.monotonic()) < deadline and now - quiet_since < quiet:
-                self.cond.wait(min(quiet, deadline - now))
+            while last_seq is None or state.next_seq <= last_seq:
+                now = time.monotonic()
+                if now >= deadline or now - quiet_since >= quiet:
+                    return False
+                self.cond.wait(min(quiet - (now - quiet_since), deadline - now))
                 if state.next_seq != seen:
                     seen, quiet_since = state.next_seq, time.monotonic()
+            return True
 
     def finish_worker(
         self, worker: str, fallback: dict[str, Any] | None, error: str | None

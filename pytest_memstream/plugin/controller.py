@@ -29,11 +29,12 @@ from pytest_memstream.collector.sink import Sink
 from pytest_memstream.plugin.options import Settings
 from pytest_memstream.plugin.recorder import Recorder
 
-#: How long the controller waits for a finished worker's stream to drain.
+#: How long the controller waits for a finished worker's stream to drain: at most
+#: DRAIN_TIMEOUT, and no longer than DRAIN_QUIET once nothing arrives from it.
 DRAIN_TIMEOUT = 5.0
-#: For a crashed worker the last sequence number is unknown: wait until it is quiet.
+DRAIN_QUIET = 1.0
+#: A crashed worker's last sequence number is unknown: wait until it is quiet.
 CRASH_QUIET = 0.2
-CRASH_TIMEOUT = 1.0
 #: How long a worker may take to flush and close its stream at the end.
 CLOSE_TIMEOUT = 3.0
 
@@ -84,18 +85,21 @@ class Controller:
         if state is not None and state.status not in ("expected", "running"):
             return  # already settled: xdist reports an interrupted worker twice
         if isinstance(fallback, dict):
-            if not self.state.wait_for(worker, int(fallback.get("last_seq", -1)), DRAIN_TIMEOUT):
-                self.problems.append(
-                    f"the stream of {worker} had not drained after {DRAIN_TIMEOUT:.0f}s; "
-                    "its tests were filled in from workeroutput"
-                )
+            self._drain(worker, int(fallback.get("last_seq", -1)))
         else:
-            self.state.wait_quiet(worker, CRASH_QUIET, CRASH_TIMEOUT)
+            self.state.wait_drained(worker, None, CRASH_QUIET, DRAIN_TIMEOUT)
         self.state.finish_worker(
             worker,
             fallback if isinstance(fallback, dict) else None,
             None if error is None else str(error),
         )
+
+    def _drain(self, worker: str, last_seq: int) -> None:
+        if not self.state.wait_drained(worker, last_seq, DRAIN_QUIET, DRAIN_TIMEOUT):
+            self.problems.append(
+                f"the stream of {worker} stopped short of its end; "
+                "what it lost was filled in from the worker's own records"
+            )
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -120,6 +124,11 @@ class Controller:
             lines.append(f"memstream: viewers attach at {self.sink.viewer_endpoints['snapshot']}")
         else:
             lines.append(f"memstream: no viewers for this run: {self.sink.viewer_problem}")
+        if not _is_loopback(self.sink.endpoint):
+            lines.append(
+                "memstream: the sink listens beyond this machine; frames are authenticated "
+                "with the run's secret but not encrypted"
+            )
         if self.settings.json_path is not None:
             lines.append(f"memstream: JSON report to {self.settings.json_path}")
         return lines
@@ -128,21 +137,25 @@ class Controller:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.local is not None:
             fallback = self.local.close(CLOSE_TIMEOUT)
-            self.state.wait_for("main", fallback["last_seq"], DRAIN_TIMEOUT)
+            self._drain("main", fallback["last_seq"])
             self.state.finish_worker("main", fallback, None)
             self.local = None
-        interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        stopped = ""
+        if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
+            stopped = "interrupted"
+        elif session.shouldfail or session.shouldstop:
+            stopped = str(session.shouldfail or session.shouldstop)
         for worker in list(self.state.workers.values()):
             if worker.status in ("expected", "running") and worker.received:
                 self.state.finish_worker(worker.id, None, None)
-        self.report = build_report(self.state, self._run_facts(complete=not interrupted))
+        self.report = build_report(self.state, self._run_facts(stopped))
         if self.settings.json_path is not None:
             try:
                 write_report(self.report, self.settings.json_path)
             except OSError as exc:
                 self.problems.append(f"could not write the JSON report: {exc}")
 
-    def _run_facts(self, complete: bool) -> dict[str, Any]:
+    def _run_facts(self, stopped: str) -> dict[str, Any]:
         methods = sorted({w.method for w in self.state.workers.values() if w.method})
         return {
             "started": self._started,
@@ -152,7 +165,8 @@ class Controller:
             "python": sys.version.split()[0],
             "pytest": pytest.__version__,
             "peak_method": methods[0] if len(methods) == 1 else ",".join(methods) or None,
-            "complete": complete,
+            "complete": not stopped,
+            "stopped": stopped or None,
         }
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -205,3 +219,10 @@ class Controller:
             self.problems.append(f"could not write the session file for viewers: {exc}")
             return
         self.session_file = path
+
+
+def _is_loopback(endpoint: str) -> bool:
+    if not endpoint.startswith("tcp://"):
+        return True  # ipc:// and inproc:// never leave the machine
+    host = endpoint[len("tcp://") :].rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")

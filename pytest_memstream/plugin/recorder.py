@@ -53,6 +53,10 @@ class Recorder:
         )
         stream.start()
 
+    @property
+    def stream(self) -> Stream:
+        return self._stream
+
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         self._index += 1
