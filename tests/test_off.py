@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 PROBE = """
-import json, os, threading
+import json, os, sys, threading
 import pytest
 
 def _snapshot(config, where):
@@ -21,7 +21,8 @@ def _snapshot(config, where):
             pass
     threads = sorted(t.name for t in threading.enumerate())
     out = config.rootpath / f"probe-{where}-{os.getpid()}.json"
-    out.write_text(json.dumps({"threads": threads, "sockets": sockets}))
+    heavy = [m for m in ("zmq", "msgpack", "psutil", "rich") if m in sys.modules]
+    out.write_text(json.dumps({"threads": threads, "sockets": sockets, "heavy": heavy}))
 
 def test_probe(request):
     _snapshot(request.config, "test")
@@ -47,6 +48,7 @@ def test_off_means_no_thread_socket_or_file(pytester: pytest.Pytester, xdist: li
     for probe in seen:
         assert not [t for t in probe["threads"] if "memstream" in t]
         assert probe["sockets"] == 0
+        assert probe["heavy"] == []  # an installed plugin that is off imports nothing big
     assert not (pytester.path / ".pytest_cache" / "d" / "memstream").exists()
     assert "memstream:" not in result.stdout.str()
 

@@ -9,20 +9,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_memstream import protocol
-from pytest_memstream.collector.sink import Sink, SinkError
-from pytest_memstream.collector.state import RunState
-from pytest_memstream.plugin.controller import CLOSE_TIMEOUT, Controller
 from pytest_memstream.plugin.options import add_options, resolve
-from pytest_memstream.plugin.probe import open_probe
-from pytest_memstream.plugin.recorder import Recorder
-from pytest_memstream.plugin.stream import Stream
-from pytest_memstream.plugin.warn import GrowthAlarm, TerminalLines
-from pytest_memstream.sender import Sender
+
+if TYPE_CHECKING:
+    from pytest_memstream.plugin.recorder import Recorder
+
+# Everything else (ZeroMQ, msgpack, psutil, the sink) is imported only once the plugin is
+# switched on: an installed plugin that is off must not cost every pytest run an import.
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +36,12 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if not settings.enabled or config.getoption("collectonly"):
         return
+    from pytest_memstream import protocol
+    from pytest_memstream.collector.sink import Sink, SinkError
+    from pytest_memstream.collector.state import RunState
+    from pytest_memstream.plugin.controller import Controller
+    from pytest_memstream.plugin.warn import GrowthAlarm, TerminalLines
+
     secret = protocol.new_secret()
     try:
         sink = Sink(RunState(), secret, settings.bind)
@@ -57,6 +60,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def start_recorder(config: pytest.Config, spec: dict[str, Any]) -> Recorder:
     """Measure the tests of this process and stream them as described by ``spec``."""
+    from pytest_memstream.plugin.probe import open_probe
+    from pytest_memstream.plugin.recorder import Recorder
+    from pytest_memstream.plugin.stream import Stream
+    from pytest_memstream.sender import Sender
+
     sender = Sender(spec["endpoint"], bytes.fromhex(spec["secret"]))
     probe = open_probe()
     stream = Stream(sender, probe, spec["worker"], float(spec["interval"]))
@@ -75,4 +83,6 @@ class WorkerRole:
     def pytest_sessionfinish(self) -> None:
         # Here, not in unconfigure: xdist sends workeroutput right after this hook.
         workeroutput: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
+        from pytest_memstream.plugin.controller import CLOSE_TIMEOUT
+
         workeroutput["memstream"] = self.recorder.close(CLOSE_TIMEOUT)
