@@ -26,8 +26,8 @@ class MemoryProbe:
     def rss(self) -> int:
         raise NotImplementedError
 
-    def begin_phase(self) -> int:
-        """Start measuring a phase; return the RSS now."""
+    def begin_phase(self, rss: int | None = None) -> int:
+        """Start measuring a phase; return the RSS now (``rss`` if the caller knows it)."""
         raise NotImplementedError
 
     def end_phase(self) -> tuple[int, int]:
@@ -73,10 +73,10 @@ class HighWaterMark(MemoryProbe):
         self._check_pid()
         return int(os.pread(self._statm, 128, 0).split()[1]) * self._page
 
-    def begin_phase(self) -> int:
+    def begin_phase(self, rss: int | None = None) -> int:
         self._check_pid()
         os.write(self._clear_refs, b"5")
-        return self.rss()
+        return self.rss() if rss is None else rss
 
     def end_phase(self) -> tuple[int, int]:
         self._check_pid()
@@ -107,8 +107,8 @@ class SampledPeak(MemoryProbe):
         with self._lock:
             self._peak = max(self._peak, rss)
 
-    def begin_phase(self) -> int:
-        rss = self.rss()
+    def begin_phase(self, rss: int | None = None) -> int:
+        rss = self.rss() if rss is None else rss
         with self._lock:
             self._peak = rss
         return rss

@@ -34,6 +34,7 @@ class Recorder:
     def __init__(self, stream: Stream, probe: MemoryProbe) -> None:
         self._stream = stream
         self._probe = probe
+        self._last_rss: int | None = None
         self._index = -1
         self._nodeid = ""
         self._started = 0.0
@@ -64,7 +65,10 @@ class Recorder:
         self._phases = {}
         self._outcomes = {}
         self._started = time.time()
-        self._stream.emit("start", {"i": self._index, "id": item.nodeid, "rss": self._probe.rss()})
+        # Each /proc read lets another thread take the GIL: read only what is not known.
+        # The RSS now is the RSS at the end of the previous test, microseconds ago.
+        rss = self._last_rss if self._last_rss is not None else self._probe.rss()
+        self._stream.emit("start", {"i": self._index, "id": item.nodeid, "rss": rss})
         try:
             return (yield)
         finally:
@@ -86,13 +90,16 @@ class Recorder:
     def _measure(self, phase: str) -> Generator[None, object, object]:
         probe = self._probe
         self._stream.running = (self._index, phase)
-        before = probe.begin_phase()
+        # Setup reads the RSS afresh (growth is measured from it); call and teardown start
+        # where the previous phase ended.
+        before = probe.begin_phase(None if phase == "setup" else self._last_rss)
         start = time.perf_counter()
         try:
             return (yield)
         finally:
             duration = time.perf_counter() - start
             after, peak = probe.end_phase()
+            self._last_rss = after
             self._phases[phase] = [before, after, max(peak, before, after), duration]
 
     @pytest.hookimpl
