@@ -151,8 +151,8 @@ ENVELOPE: dict[str, Check] = {
     "t": _time,
 }
 
-#: Fields of each kind, beyond the envelope.  All are required; unknown fields are
-#: ignored, so that a later minor version may add some.
+#: Fields of each kind, beyond the envelope.  All are required (see OPTIONAL for the
+#: exceptions); unknown fields are ignored, so that a later minor version may add some.
 SCHEMAS: dict[str, dict[str, Check]] = {
     # A worker starts streaming: who it is and how it measures.
     "hello": {
@@ -189,6 +189,21 @@ SCHEMAS: dict[str, dict[str, Check]] = {
 KINDS = frozenset(SCHEMAS)
 
 
+def _limit(value: Any) -> list[Any]:
+    """``[size, on]``: the test's memory limit in bytes, on ``growth`` or ``peak``."""
+    if type(value) is not list or len(value) != 2:
+        raise ValueError(f"expected [size, on], got {value!r:.40}")
+    return [_int(1)(value[0]), _choice(LIMIT_ON)(value[1])]
+
+
+LIMIT_ON = ("growth", "peak")
+#: Fields a message of a kind may carry or leave out (added after version 1 shipped).
+OPTIONAL: dict[str, dict[str, Check]] = {
+    # The memory limit of a test that has one, so that a crash over it can be named.
+    "start": {"lim": _limit},
+}
+
+
 def check_message(raw: Any) -> Message:
     """Return a validated copy of one decoded message, or raise ProtocolError."""
     if type(raw) is not dict:
@@ -206,6 +221,9 @@ def check_message(raw: Any) -> Message:
             for name, check in fields.items():
                 if name not in raw:
                     raise ValueError("missing")
+                out[name] = check(raw[name])
+        for name, check in OPTIONAL.get(out["k"], {}).items():
+            if name in raw:
                 out[name] = check(raw[name])
     except ValueError as exc:
         raise ProtocolError("schema", f"{kind}.{name}: {exc}") from None

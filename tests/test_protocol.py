@@ -136,3 +136,11 @@ def test_fallback_records_decode_and_reject_other_kinds() -> None:
         protocol.decode_records(protocol.pack(message()))
     with pytest.raises(ProtocolError):
         protocol.decode_records(blob[:-2])  # a half-written blob
+
+
+def test_optional_fields_may_be_left_out_but_are_checked_when_present() -> None:
+    assert "lim" not in protocol.check_message(message())
+    assert protocol.check_message(message(lim=[1 << 20, "peak"]))["lim"] == [1 << 20, "peak"]
+    for bad in ([0, "growth"], [1, "rss"], [1], "200M"):
+        with pytest.raises(ProtocolError, match=r"schema: start\.lim: "):
+            protocol.check_message(message(lim=bad))

@@ -49,6 +49,8 @@ def _test_json(record: TestRecord) -> dict[str, Any]:
     if record.outcome == "crashed":
         out["samples"] = record.samples
         out["climb_rate"] = record.climb_rate
+        if record.limit is not None:
+            out["limit"] = {"size": record.limit[0], "on": record.limit[1]}
     return out
 
 
@@ -160,7 +162,19 @@ def _crash_line(test: dict[str, Any]) -> str:
         tail = "; last samples " + " ".join(format_size(rss) for _, rss in samples[-5:])
     return (
         f"memstream: worker {test['worker']} crashed while running {test['nodeid']} "
-        f"(phase {test['peak_phase'] or '?'}, {figures}{tail})"
+        f"(phase {test['peak_phase'] or '?'}, {figures}{tail}){_over_limit(test)}"
+    )
+
+
+def _over_limit(test: dict[str, Any]) -> str:
+    limit = test.get("limit")
+    if not limit:
+        return ""
+    figure = test["growth"] if limit["on"] == "growth" else test["peak_rss"]
+    if figure <= limit["size"]:
+        return f"; within its limit of {format_size(limit['size'])} on {limit['on']}"
+    return (
+        f"; OVER its limit of {format_size(limit['size'])} on {limit['on']} ({format_size(figure)})"
     )
 
 

@@ -56,6 +56,8 @@ class TestRecord:
     #: Only for a crashed test: its last samples and how fast RSS was climbing (bytes/s).
     samples: list[list[Any]] = field(default_factory=list)
     climb_rate: float = 0.0
+    #: ``[size, on]`` if the test had a memory limit and crashed (known from ``start``).
+    limit: list[Any] | None = None
 
     def __post_init__(self) -> None:
         order = [name for name in PHASES if name in self.phases]
@@ -100,6 +102,7 @@ class RunningTest:
     peak: int = 0
     phases: dict[str, list[Any]] = field(default_factory=dict)
     samples: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
+    limit: list[Any] | None = None
 
     def climb_rate(self, window: float = 2.0) -> float:
         """Bytes per second over the last ``window`` seconds of samples (0 if unknown)."""
@@ -219,6 +222,7 @@ class RunState:
         worker.running = RunningTest(
             message["i"], message["id"], message["t"], rss, rss=rss, peak=rss
         )
+        worker.running.limit = message.get("lim")
 
     def _on_phase(self, worker: WorkerState, message: Message) -> None:
         running = worker.running
@@ -347,6 +351,7 @@ class RunState:
             finished=last,
             samples=[list(s) for s in running.samples],
             climb_rate=running.climb_rate(),
+            limit=running.limit,
         )
         record.rss_start = running.rss_start
         record.rss_end = running.rss

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_memstream.plugin.limits import marker_line
 from pytest_memstream.plugin.options import add_options, resolve
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", marker_line())
     settings = resolve(config)
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is not None:
@@ -68,7 +70,7 @@ def start_recorder(config: pytest.Config, spec: dict[str, Any]) -> Recorder:
     sender = Sender(spec["endpoint"], bytes.fromhex(spec["secret"]))
     probe = open_probe()
     stream = Stream(sender, probe, spec["worker"], float(spec["interval"]))
-    recorder = Recorder(stream, probe)
+    recorder = Recorder(stream, probe, spec.get("limit"))
     config.pluginmanager.register(recorder, "memstream-recorder")
     return recorder
 

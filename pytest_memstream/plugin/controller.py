@@ -70,6 +70,7 @@ class Controller:
             "secret": self.secret.hex(),
             "worker": worker,
             "interval": self.settings.interval,
+            "limit": self.settings.limit,
         }
 
     @pytest.hookimpl(optionalhook=True)

@@ -37,6 +37,8 @@ class Settings:
     bind: str
     #: Announce a running test whose growth passes this many bytes (None: never).
     warn: int | None = None
+    #: Fail every test whose growth passes this many bytes, unless a marker says else.
+    limit: int | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -74,6 +76,12 @@ def add_options(parser: pytest.Parser) -> None:
         "warn",
         "print a line as soon as a running test has grown by SIZE, and again each time "
         "its growth doubles; e.g. 500M, 1.5GiB, 2GB (default: never).",
+        metavar="SIZE",
+    )
+    option(
+        "limit",
+        "fail every test whose memory growth passes SIZE (a memstream_limit marker "
+        "overrides it); e.g. 200M (default: no limit).",
         metavar="SIZE",
     )
 
@@ -182,4 +190,11 @@ def resolve(config: pytest.Config) -> Settings:
             "a size above 0 such as 500M, 1.5GiB or 2GB (K/M/G/T and KiB/MiB/GiB/TiB are "
             "powers of 1024, KB/MB/GB/TB powers of 1000)",
         ),
+        limit=r.get("memstream_limit", _parse_warn, None, f"a size above 0 such as {_SIZES}"),
     )
+
+
+_SIZES = (
+    "200M, 1.5GiB or 2GB (K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB "
+    "powers of 1000)"
+)

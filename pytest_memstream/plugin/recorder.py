@@ -17,6 +17,7 @@ import msgpack
 import pytest
 
 from pytest_memstream import protocol
+from pytest_memstream.plugin.limits import Limit, LimitCheck, limit_of
 from pytest_memstream.plugin.probe import MemoryProbe
 from pytest_memstream.plugin.stream import Stream
 
@@ -31,8 +32,11 @@ class Recorder:
     uses to fill whatever the stream lost.
     """
 
-    def __init__(self, stream: Stream, probe: MemoryProbe) -> None:
+    def __init__(self, stream: Stream, probe: MemoryProbe, limit: int | None = None) -> None:
         self._stream = stream
+        #: ``--memstream-limit``; the limits per test are known after collection.
+        self._default_limit = limit
+        self._limits: dict[str, Limit] = {}
         self._probe = probe
         self._last_rss: int | None = None
         self._index = -1
@@ -58,6 +62,28 @@ class Recorder:
     def stream(self) -> Stream:
         return self._stream
 
+    @property
+    def phases(self) -> dict[str, list[Any]]:
+        """``phase -> [rss_before, rss_after, peak_rss, duration]`` of the current test."""
+        return self._phases
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        # Once per run, so that a test without a limit pays nothing for limits.
+        bad: dict[str, str] = {}
+        for item in items:
+            try:
+                limit = limit_of(item, self._default_limit)
+            except ValueError as exc:
+                bad[item.nodeid] = str(exc)
+                continue
+            if limit is not None:
+                self._limits[item.nodeid] = limit
+        if self._limits or bad:
+            config.pluginmanager.register(LimitCheck(self, self._limits, bad), "memstream-limits")
+
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         self._index += 1
@@ -68,7 +94,12 @@ class Recorder:
         # Each /proc read lets another thread take the GIL: read only what is not known.
         # The RSS now is the RSS at the end of the previous test, microseconds ago.
         rss = self._last_rss if self._last_rss is not None else self._probe.rss()
-        self._stream.emit("start", {"i": self._index, "id": item.nodeid, "rss": rss})
+        start = {"i": self._index, "id": item.nodeid, "rss": rss}
+        if self._limits:
+            limit = self._limits.get(item.nodeid)
+            if limit is not None:
+                start["lim"] = limit.as_wire()
+        self._stream.emit("start", start)
         try:
             return (yield)
         finally:

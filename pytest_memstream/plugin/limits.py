@@ -1,0 +1,158 @@
+"""Memory limits: ``@pytest.mark.memstream_limit`` and ``--memstream-limit``.
+
+A limit is checked where the test runs (the xdist worker, or the one pytest process), from
+the figures the Recorder already took, so a limited test costs nothing extra to measure
+and an unlimited one costs one dictionary lookup per phase report.
+
+A test over its limit fails like an assertion would: when the setup and call phases took
+it over, its ``call`` report turns failed (pytest shows ``FAILED``, as pytest-memray's
+``limit_memory`` does); when only the teardown took it over, the teardown report turns
+failed (pytest shows an error at teardown).  Growth is measured from the start of setup,
+so a fixture's memory counts against the test that asked for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_memstream.sizes import format_size, parse_size
+
+if TYPE_CHECKING:
+    from pytest_memstream.plugin.recorder import Recorder
+
+MARKER = "memstream_limit"
+ON = ("growth", "peak")
+
+
+def memstream_limit(size: str | int, on: str = "growth") -> None:
+    """fail the test when its memory growth (peak RSS minus RSS at the start of setup)
+    exceeds size, e.g. "200M"; with on="peak", when its absolute peak RSS does.  Closest
+    marker (test, class, module) wins over --memstream-limit.  Only with --memstream.
+    """
+
+
+def marker_line() -> str:
+    """The marker's line for ``pytest --markers``, from the docstring above."""
+    doc = " ".join((memstream_limit.__doc__ or "").split())
+    return f'{MARKER}(size, on="growth"): {doc}'
+
+
+@dataclass(frozen=True)
+class Limit:
+    size: int
+    on: str
+    #: Where it came from, for the failure message.
+    source: str
+
+    def as_wire(self) -> list[Any]:
+        return [self.size, self.on]
+
+
+def limit_of(item: pytest.Item, default: int | None) -> Limit | None:
+    """The limit that applies to ``item``: its closest marker, else ``default``.
+
+    Raises ValueError with a message that names the test for bad marker arguments.
+    """
+    marker = item.get_closest_marker(MARKER)
+    if marker is None:
+        return None if default is None else Limit(default, "growth", "--memstream-limit")
+    try:
+        return _from_marker(marker.args, marker.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"memstream: bad {MARKER} marker on {item.nodeid}: {exc}") from None
+
+
+def _from_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Limit:
+    unknown = sorted(set(kwargs) - {"size", "on"})
+    if unknown:
+        raise TypeError(f"unknown argument {unknown[0]!r}; use {MARKER}(size, on='growth')")
+    if len(args) > 2 or (args and "size" in kwargs) or (len(args) == 2 and "on" in kwargs):
+        raise TypeError(f"too many arguments; use {MARKER}(size, on='growth')")
+    values = dict(zip(("size", "on"), args, strict=False), **kwargs)
+    if "size" not in values:
+        raise TypeError(f"a size is required, e.g. {MARKER}('200M')")
+    size, on = values["size"], values.get("on", "growth")
+    if type(size) is int:
+        bytes_ = size
+    elif isinstance(size, str):
+        bytes_ = parse_size(size)
+    else:
+        raise TypeError(f"size must be a string such as '200M' or a number of bytes, not {size!r}")
+    if bytes_ <= 0:
+        raise ValueError(f"size must be above 0, got {size!r}")
+    if on not in ON:
+        raise ValueError(f"on must be 'growth' or 'peak', got {on!r}")
+    return Limit(bytes_, on, f"@pytest.mark.{MARKER}")
+
+
+class LimitCheck:
+    """Fails the tests that went over their limit; registered only when a limit exists."""
+
+    def __init__(self, recorder: Recorder, limits: dict[str, Limit], bad: dict[str, str]) -> None:
+        self._recorder = recorder
+        self.limits = limits
+        self._bad = bad
+        self._failed = ""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        problem = self._bad.get(item.nodeid)
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        limit = self.limits.get(item.nodeid)
+        if limit is None or report.when == "setup" or self._failed == item.nodeid:
+            return report
+        phases = self._recorder.phases
+        over = _over(phases, limit)
+        if over is None or report.skipped:
+            return report
+        self._failed = item.nodeid
+        message = failure_message(item.nodeid, limit, phases, *over)
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = message
+        else:  # already failing for its own reason: say it was over the limit too
+            report.sections.append(("memstream limit", message))
+        return report
+
+
+def _over(phases: dict[str, list[Any]], limit: Limit) -> tuple[int, str] | None:
+    """``(figure, phase)`` if ``phases`` went over ``limit``, else None."""
+    if not phases:
+        return None
+    start = phases["setup"][0] if "setup" in phases else min(f[0] for f in phases.values())
+    peak = max(f[2] for f in phases.values())
+    figure = peak - start if limit.on == "growth" else peak
+    if figure <= limit.size:
+        return None
+    phase = next(name for name, f in phases.items() if f[2] == peak)
+    return figure, phase
+
+
+def failure_message(
+    nodeid: str, limit: Limit, phases: dict[str, list[Any]], figure: int, phase: str
+) -> str:
+    what = "grew by" if limit.on == "growth" else "reached a peak RSS of"
+    signed = limit.on == "growth"
+    lines = [
+        f"memstream: {nodeid} {what} {format_size(figure, signed=signed)} in {phase}, "
+        f"over its limit of {format_size(limit.size)} on {limit.on} ({limit.source})",
+    ]
+    start = phases.get("setup", next(iter(phases.values())))[0]
+    for name, (before, after, peak, duration) in phases.items():
+        lines.append(
+            f"  {name:<8} RSS {format_size(before)} -> {format_size(after)}, "
+            f"peak {format_size(peak)} ({format_size(peak - start, signed=True)} "
+            f"from the start of setup), {duration:.3f}s"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,337 @@
+"""Memory limits: the memstream_limit marker and --memstream-limit, alone and under xdist."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import RunMemstream
+
+MiB = 1 << 20
+
+XDIST = pytest.mark.parametrize("xdist", [["-n", "0"], ["-n", "2"]], ids=["single", "xdist"])
+
+LIMITED_TESTS = """
+import pytest
+
+MiB = 1 << 20
+pytestmark = pytest.mark.memstream_limit("60M")
+
+
+def test_module_limit_exceeded():
+    data = b"x" * (120 * MiB)
+    del data
+
+
+@pytest.mark.memstream_limit("500M")
+def test_own_marker_wins():
+    data = b"x" * (120 * MiB)
+    del data
+
+
+def test_small():
+    data = b"x" * (5 * MiB)
+    del data
+
+
+@pytest.mark.memstream_limit("1G")
+class TestClassLimit:
+    def test_class_limit_allows(self):
+        data = b"x" * (120 * MiB)
+        del data
+
+    @pytest.mark.memstream_limit("30M")
+    def test_method_limit_wins(self):
+        data = b"x" * (64 * MiB)
+        del data
+"""
+
+
+def outcomes(run: object) -> dict[str, str]:
+    tests = run.report["tests"]  # type: ignore[attr-defined]
+    return {t["nodeid"].split("::", 1)[1]: t["outcome"] for t in tests}
+
+
+@XDIST
+def test_marker_closest_wins(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    pytester.makepyfile(test_limited=LIMITED_TESTS)
+    run = run_memstream(*xdist)
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    assert outcomes(run) == {
+        "test_module_limit_exceeded": "failed",
+        "test_own_marker_wins": "passed",
+        "test_small": "passed",
+        "TestClassLimit::test_class_limit_allows": "passed",
+        "TestClassLimit::test_method_limit_wins": "failed",
+    }
+    run.result.assert_outcomes(passed=3, failed=2)
+
+
+GLOBAL_TESTS = """
+import pytest
+
+MiB = 1 << 20
+
+
+def test_big():
+    data = b"x" * (120 * MiB)
+    del data
+
+
+def test_small():
+    data = b"x" * (5 * MiB)
+    del data
+
+
+@pytest.mark.memstream_limit("1G")
+def test_big_but_allowed():
+    data = b"x" * (120 * MiB)
+    del data
+"""
+
+
+@XDIST
+def test_global_limit_from_flag_and_ini(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    pytester.makepyfile(test_global=GLOBAL_TESTS)
+    expected = {"test_big": "failed", "test_small": "passed", "test_big_but_allowed": "passed"}
+    run = run_memstream(*xdist, "--memstream-limit=60M")
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    assert outcomes(run) == expected
+    run.result.stdout.fnmatch_lines(["*over its limit of 60.0M on growth (--memstream-limit)*"])
+
+    pytester.makeini("[pytest]\nmemstream_limit = 60M\n")
+    assert outcomes(run_memstream(*xdist)) == expected
+    # The command line wins over the ini file.
+    relaxed = run_memstream(*xdist, "--memstream-limit=1G")
+    assert relaxed.result.ret == pytest.ExitCode.OK
+    assert set(outcomes(relaxed).values()) == {"passed"}
+
+
+def test_no_limit_no_failure(pytester: pytest.Pytester, run_memstream: RunMemstream) -> None:
+    pytester.makepyfile(test_global=GLOBAL_TESTS)
+    run = run_memstream()
+    assert run.result.ret == pytest.ExitCode.OK
+    # Without --memstream the marker does nothing at all.
+    plain = pytester.runpytest_subprocess("-p", "no:randomly", "--memstream-limit=1M")
+    plain.assert_outcomes(passed=3)
+
+
+@XDIST
+def test_failure_message_gives_limit_figure_phase_and_phases(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    pytester.makepyfile(
+        test_message="""
+        import pytest
+
+        @pytest.fixture
+        def buffer():
+            yield b"f" * (40 << 20)
+
+        @pytest.mark.memstream_limit("100M")
+        def test_hungry(buffer):
+            data = b"x" * (150 << 20)
+            del data
+        """
+    )
+    run = run_memstream(*xdist)
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    growth = run.test("test_hungry")["growth"]
+    assert growth > 150 * MiB
+    run.result.stdout.re_match_lines(
+        [
+            r"_+ test_hungry _+",
+            r"memstream: test_message.py::test_hungry grew by \+(1[5-9]\d|2\d\d)\.\dM in call, "
+            r"over its limit of 100.0M on growth \(@pytest.mark.memstream_limit\)",
+            r"  setup +RSS [\d.]+M -> [\d.]+M, peak [\d.]+M \(\+(3\d|4\d)\.\dM from the start "
+            r"of setup\), [\d.]+s",
+            r"  call +RSS [\d.]+M -> [\d.]+M, peak [\d.]+M \(\+(1[5-9]\d|2\d\d)\.\dM from the "
+            r"start of setup\), [\d.]+s",
+        ]
+    )
+    run.result.stdout.fnmatch_lines(["FAILED test_message.py::test_hungry - memstream: *"])
+
+
+def test_teardown_over_the_limit_is_an_error_at_teardown(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(
+        test_teardown="""
+        import pytest
+
+        @pytest.fixture
+        def messy():
+            yield
+            data = b"t" * (120 << 20)
+            del data
+
+        @pytest.mark.memstream_limit("60M")
+        def test_clean_call(messy):
+            pass
+        """
+    )
+    run = run_memstream()
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    run.result.assert_outcomes(passed=1, errors=1)
+    run.result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_clean_call*",
+            "memstream: test_teardown.py::test_clean_call grew by +1*M in teardown, "
+            "over its limit of 60.0M on growth*",
+        ]
+    )
+
+
+def test_a_failing_test_over_its_limit_says_so_too(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(
+        test_both="""
+        import pytest
+
+        @pytest.mark.memstream_limit("60M")
+        def test_fails_and_hungry():
+            data = b"x" * (120 << 20)
+            assert not data
+        """
+    )
+    run = run_memstream()
+    run.result.assert_outcomes(failed=1)
+    run.result.stdout.fnmatch_lines(
+        ["*memstream limit*", "memstream: test_both.py::test_fails_and_hungry grew by *"]
+    )
+
+
+@XDIST
+def test_limit_on_peak(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    pytester.makepyfile(
+        test_peak="""
+        import pytest
+
+        @pytest.mark.memstream_limit("8G", on="peak")
+        def test_under_peak_limit():
+            data = b"x" * (120 << 20)
+            del data
+
+        # Any pytest process is bigger than 1 MiB: the absolute peak is over, the growth not.
+        @pytest.mark.memstream_limit(size="1M", on="peak")
+        def test_over_peak_limit():
+            pass
+        """
+    )
+    run = run_memstream(*xdist)
+    assert outcomes(run) == {"test_under_peak_limit": "passed", "test_over_peak_limit": "failed"}
+    run.result.stdout.fnmatch_lines(
+        [
+            "memstream: test_peak.py::test_over_peak_limit reached a peak RSS of *M in *, "
+            "over its limit of 1.0M on peak (@pytest.mark.memstream_limit)"
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ('"lots"', "'lots' is not a size*"),
+        ("", "a size is required*"),
+        ('"10M", on="rss"', "on must be 'growth' or 'peak', got 'rss'"),
+        ('"10M", limit=1', "unknown argument 'limit'*"),
+        ("0", "size must be above 0, got 0"),
+        ("[1]", "size must be a string such as '200M' or a number of bytes, not [[]1[]]"),
+    ],
+)
+def test_bad_marker_is_an_error_naming_the_test(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, marker: str, message: str
+) -> None:
+    pytester.makepyfile(
+        test_bad=f"""
+        import pytest
+
+        @pytest.mark.memstream_limit({marker})
+        def test_badly_marked():
+            pass
+
+        def test_fine():
+            pass
+        """
+    )
+    run = run_memstream("-n", "2")
+    run.result.assert_outcomes(passed=1, errors=1)
+    run.result.stdout.fnmatch_lines(
+        [f"memstream: bad memstream_limit marker on test_bad.py::test_badly_marked: {message}"]
+    )
+
+
+def test_bad_limit_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--memstream", "--memstream-limit=lots")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*memstream: --memstream-limit got 'lots'; expected a size above 0 such as 200M*"]
+    )
+    ini = pytester.makeini("[pytest]\nmemstream = true\nmemstream_limit = 0\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*memstream: ini key memstream_limit in {ini} got '0'*"])
+
+
+def test_marker_is_listed_with_its_docstring(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--markers")
+    result.stdout.fnmatch_lines(
+        ['@pytest.mark.memstream_limit(size, on="growth"): fail the test when its memory growth*']
+    )
+    strict = pytester.makepyfile(
+        test_strict="""
+        import pytest
+
+        @pytest.mark.memstream_limit("1G")
+        def test_marked():
+            pass
+        """
+    )
+    pytester.runpytest_subprocess("--strict-markers", str(strict)).assert_outcomes(passed=1)
+
+
+CRASH_OVER_LIMIT = """
+import os, time
+import pytest
+
+MiB = 1 << 20
+KEPT = []
+
+
+def wait_until_streamed(request, messages):
+    stream = request.config.pluginmanager.get_plugin("memstream-recorder").stream
+    target, deadline = stream.sent + messages, time.monotonic() + 60
+    while stream.sent < target:
+        assert time.monotonic() < deadline, "the stream did not move for 60 s"
+        time.sleep(0.005)
+
+
+@pytest.mark.memstream_limit("100M")
+def test_dies_over_limit(request):
+    for _ in range(4):
+        KEPT.append(b"c" * (40 * MiB))
+        wait_until_streamed(request, 2)
+    os._exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_crashed_test_over_its_limit_says_so(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_crash_limit=CRASH_OVER_LIMIT)
+    run = run_memstream("-n", "2", "--dist=load", "--memstream-interval=0.05")
+    crashed = run.test("test_dies_over_limit")
+    assert crashed["outcome"] == "crashed"
+    assert crashed["limit"] == {"size": 100 * MiB, "on": "growth"}
+    run.result.stdout.re_match_lines(
+        [
+            r"memstream: worker gw\d crashed while running test_crash_limit.py::"
+            r"test_dies_over_limit \(.*\); OVER its limit of 100.0M on growth \(\d+\.\dM\)"
+        ]
+    )
