@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import threading
 
-import psutil
-
 HWM = "hwm"
 SAMPLED = "sampled"
 
@@ -95,6 +93,8 @@ class SampledPeak(MemoryProbe):
     method = SAMPLED
 
     def __init__(self) -> None:
+        import psutil  # only where /proc cannot be used: it costs an import otherwise
+
         self._process = psutil.Process()
         self._lock = threading.Lock()
         self._peak = 0
