@@ -26,6 +26,7 @@ from pytest_memstream.collector.report import (
     write_report,
 )
 from pytest_memstream.collector.sink import Sink
+from pytest_memstream.plugin.baselines import Baselines
 from pytest_memstream.plugin.options import Settings
 from pytest_memstream.plugin.recorder import Recorder
 
@@ -59,6 +60,7 @@ class Controller:
         self.problems: list[str] = []
         self.session_file: Path | None = None
         self._started = time.time()
+        self.baselines = Baselines(config, settings)
 
     # --- workers ------------------------------------------------------------------------
 
@@ -155,6 +157,10 @@ class Controller:
                 write_report(self.report, self.settings.json_path)
             except OSError as exc:
                 self.problems.append(f"could not write the JSON report: {exc}")
+        # Baselines (--memstream-save/-compare/-fail-on-increase): an increase fails the run.
+        increased = self.baselines.wanted and self.baselines.finish(self.report, not stopped)
+        if increased and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _run_facts(self, stopped: str) -> dict[str, Any]:
         methods = sorted({w.method for w in self.state.workers.values() if w.method})
@@ -183,6 +189,7 @@ class Controller:
             terminalreporter.write_line(f"memstream: JSON report written to {settings.json_path}")
         for problem in self.problems:
             terminalreporter.write_line(f"memstream: warning: {problem}", yellow=True)
+        self.baselines.summary(terminalreporter)
 
     def pytest_unconfigure(self) -> None:
         if self.local is not None:

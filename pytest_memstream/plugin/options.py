@@ -8,6 +8,7 @@ names the value and where it came from.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ DEFAULT_TOP = 5
 DEFAULT_SORT = "growth"
 DEFAULT_INTERVAL = 0.1
 DEFAULT_BIND = "tcp://127.0.0.1"
+DEFAULT_BASELINE = "default"
+DEFAULT_MIN_INCREASE = "1M"
 
 T = TypeVar("T")
 
@@ -39,6 +42,12 @@ class Settings:
     warn: int | None = None
     #: Fail every test whose growth passes this many bytes, unless a marker says else.
     limit: int | None = None
+    #: Baselines: where to save this run's figures and which to compare against (a name
+    #: in the pytest cache, or a path), and the increase (percent, bytes) that fails the
+    #: run.  See plugin/baselines.py and collector/baseline.py.
+    save: str | Path | None = None
+    compare: str | Path | None = None
+    fail_on_increase: tuple[float, int] | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -84,6 +93,27 @@ def add_options(parser: pytest.Parser) -> None:
         "overrides it); e.g. 200M (default: no limit).",
         metavar="SIZE",
     )
+    option(
+        "save",
+        "save this run's per-test figures as baseline NAME (in the pytest cache; a NAME "
+        "with a path separator or ending in .json is a file).",
+        metavar="NAME",
+        nargs="?",
+        const=DEFAULT_BASELINE,
+    )
+    option(
+        "compare",
+        "print the tests whose growth changed most against baseline NAME.",
+        metavar="NAME",
+        nargs="?",
+        const=DEFAULT_BASELINE,
+    )
+    option(
+        "fail_on_increase",
+        "fail the run when a test grew by more than PCT percent and more than MIN_SIZE "
+        f"(default {DEFAULT_MIN_INCREASE}) against the compared baseline.",
+        metavar="PCT[,MIN_SIZE]",
+    )
 
 
 def _parse_top(text: str) -> int:
@@ -114,6 +144,30 @@ def _parse_warn(text: str) -> int:
     if value <= 0:
         raise ValueError
     return value
+
+
+_BASELINE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def _parse_baseline(text: str) -> str:
+    """A cache name (letters, digits, ``_.-``) or a path (has a separator or ends in .json)."""
+    if is_baseline_path(text):
+        return text
+    if not _BASELINE_NAME.fullmatch(text):
+        raise ValueError
+    return text
+
+
+def is_baseline_path(name: str) -> bool:
+    return "/" in name or os.sep in name or name.endswith(".json")
+
+
+def _parse_increase(text: str) -> tuple[float, int]:
+    percent, _, min_size = text.partition(",")
+    value = float(percent.strip().rstrip("%"))
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError
+    return value, parse_size(min_size.strip() or DEFAULT_MIN_INCREASE)
 
 
 def _parse_bind(text: str) -> str:
@@ -160,6 +214,13 @@ class _Resolver:
             base = self.config.inipath.parent if self.config.inipath else self.config.rootpath
         return base / Path(str(value))
 
+    def baseline(self, name: str) -> str | Path | None:
+        """A baseline's name in the cache, or its path (relative as for ``path``)."""
+        text = self.get(name, _parse_baseline, None, _BASELINE_EXPECTED)
+        if text is None or not is_baseline_path(text):
+            return text
+        return self.path(name)
+
 
 def resolve(config: pytest.Config) -> Settings:
     """Settings for this run; raises UsageError for a bad value."""
@@ -191,10 +252,21 @@ def resolve(config: pytest.Config) -> Settings:
             "powers of 1024, KB/MB/GB/TB powers of 1000)",
         ),
         limit=r.get("memstream_limit", _parse_warn, None, f"a size above 0 such as {_SIZES}"),
+        save=r.baseline("memstream_save"),
+        compare=r.baseline("memstream_compare"),
+        fail_on_increase=r.get(
+            "memstream_fail_on_increase",
+            _parse_increase,
+            None,
+            "PCT[,MIN_SIZE], a percentage >= 0 and an optional size, such as 20 or 20,5M",
+        ),
     )
 
 
 _SIZES = (
     "200M, 1.5GiB or 2GB (K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB "
     "powers of 1000)"
+)
+_BASELINE_EXPECTED = (
+    "a baseline name (letters, digits, _ . -) or a path that contains a separator or ends in .json"
 )

@@ -1,0 +1,134 @@
+"""Where baselines live, and what the controller does with them at the end of a run.
+
+A baseline NAME is kept in the pytest cache under ``memstream/baselines/NAME``; a path
+(``--memstream-save out/base.json``) is a file.  The comparison itself is
+``collector/baseline.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_memstream.collector.baseline import (
+    Baseline,
+    BaselineError,
+    Change,
+    baseline_of,
+    check_baseline,
+    compare,
+    comparison_lines,
+    comparison_title,
+    increase_lines,
+)
+from pytest_memstream.collector.report import write_report
+from pytest_memstream.plugin.options import DEFAULT_BASELINE, Settings
+
+CACHE_KEY = "memstream/baselines/"
+
+
+def _label(where: str | Path) -> str:
+    return str(where) if isinstance(where, Path) else repr(where)
+
+
+class Baselines:
+    """Loads, compares and saves baselines for one run; the lines to print, the verdict."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self._config = config
+        self._settings = settings
+        self.title = ""
+        self.lines: list[str] = []
+        self.failure: list[str] = []
+        self.problems: list[str] = []
+
+    @property
+    def wanted(self) -> bool:
+        s = self._settings
+        return s.save is not None or s.compare is not None or s.fail_on_increase is not None
+
+    def finish(self, report: dict[str, Any], complete: bool) -> bool:
+        """Compare ``report`` with the baseline, then save it; True if the run must fail.
+
+        A run that stopped early is compared but not saved: it would hide the tests it
+        did not run from the next comparison.
+        """
+        settings = self._settings
+        against = settings.compare
+        if against is None and settings.fail_on_increase is not None:
+            against = DEFAULT_BASELINE
+        if against is not None:
+            baseline = self._load(against)
+            if baseline is not None:
+                self._compare(baseline, report, _label(against))
+        if settings.save is not None and not complete:
+            self.problems.append(
+                f"baseline {_label(settings.save)} not saved: the run stopped early"
+            )
+        elif settings.save is not None:
+            self._save(settings.save, baseline_of(report))
+        return bool(self.failure)
+
+    def _compare(self, baseline: Baseline, report: dict[str, Any], label: str) -> None:
+        comparison = compare(baseline, report)
+        self.title = comparison_title(label)
+        self.lines = comparison_lines(comparison, self._settings.top)
+        if self._settings.fail_on_increase is not None:
+            percent, min_size = self._settings.fail_on_increase
+            offenders: list[Change] = comparison.increases(percent, min_size)
+            if offenders:
+                self.failure = increase_lines(offenders, percent, min_size, label)
+
+    def _load(self, where: str | Path) -> Baseline | None:
+        try:
+            if isinstance(where, Path):
+                raw: Any = json.loads(where.read_text(encoding="utf-8"))
+            else:
+                cache = self._cache()
+                raw = None if cache is None else cache.get(CACHE_KEY + where, None)
+            if raw is None:
+                self.problems.append(
+                    f"no baseline {_label(where)} to compare with yet; "
+                    "save one with --memstream-save"
+                )
+                return None
+            return check_baseline(raw)
+        except FileNotFoundError:
+            self.problems.append(f"no baseline file {where} to compare with yet")
+        except (OSError, ValueError) as exc:  # BaselineError and bad JSON are ValueErrors
+            kind = "" if isinstance(exc, BaselineError) else f"{type(exc).__name__}: "
+            self.problems.append(f"cannot read baseline {_label(where)}: {kind}{exc}")
+        return None
+
+    def _save(self, where: str | Path, baseline: Baseline) -> None:
+        if isinstance(where, Path):
+            try:
+                write_report(baseline, where)
+            except OSError as exc:
+                self.problems.append(f"could not save the baseline to {where}: {exc}")
+            return
+        cache = self._cache()
+        if cache is None:
+            self.problems.append(
+                f"could not save baseline {where!r}: the pytest cache is off "
+                "(-p no:cacheprovider); give a path instead"
+            )
+            return
+        cache.set(CACHE_KEY + where, baseline)
+
+    def _cache(self) -> pytest.Cache | None:
+        cache: pytest.Cache | None = getattr(self._config, "cache", None)
+        return cache
+
+    def summary(self, terminalreporter: Any) -> None:
+        if self.lines:
+            terminalreporter.write_sep("=", self.title)
+            for line in self.lines:
+                terminalreporter.write_line(line)
+        for line in self.failure:
+            terminalreporter.write_line(line, red=True, bold=line is self.failure[0])
+        for problem in self.problems:
+            terminalreporter.write_line(f"memstream: warning: {problem}", yellow=True)

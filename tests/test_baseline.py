@@ -1,0 +1,217 @@
+"""Baselines: save a run's figures, compare a later run with them, fail on an increase."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import RunMemstream
+
+from pytest_memstream.collector.baseline import (
+    SCHEMA,
+    BaselineError,
+    baseline_of,
+    check_baseline,
+    compare,
+)
+
+MiB = 1 << 20
+
+
+def suite(hungry_mib: int, extra: str = "test_old") -> str:
+    return f"""
+MiB = 1 << 20
+
+
+def test_hungry():
+    data = b"x" * ({hungry_mib} * MiB)
+    del data
+
+
+def test_steady():
+    data = b"x" * (30 * MiB)
+    del data
+
+
+def {extra}():
+    pass
+"""
+
+
+def comparison_rows(output: str) -> list[str]:
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "growth against baseline" in line)
+    rows = []
+    for line in lines[start + 2 :]:
+        if line.startswith("memstream:"):
+            break
+        rows.append(line)
+    return rows
+
+
+@pytest.mark.parametrize("xdist", [["-n", "0"], ["-n", "2"]], ids=["single", "xdist"])
+def test_save_then_compare_across_two_runs(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    pytester.makepyfile(test_suite=suite(20))
+    first = run_memstream(*xdist, "--memstream-save")
+    assert first.result.ret == pytest.ExitCode.OK
+    assert "growth against baseline" not in first.output
+
+    pytester.makepyfile(test_suite=suite(150, extra="test_new"))
+    second = run_memstream(*xdist, "--memstream-compare")
+    assert second.result.ret == pytest.ExitCode.OK  # comparing alone never fails a run
+    second.result.stdout.fnmatch_lines(["*memstream: growth against baseline 'default'*"])
+    rows = comparison_rows(second.output)
+    # The hungrier test changed most and comes first, with its change and percent.
+    assert rows[0].endswith("test_suite.py::test_hungry")
+    before, now, change, percent = (cell.lstrip("+").rstrip("M%") for cell in rows[0].split()[:4])
+    first_growth = first.test("test_hungry")["growth"]
+    second_growth = second.test("test_hungry")["growth"]
+    assert float(before) == pytest.approx(first_growth / MiB, abs=0.06)
+    assert float(now) == pytest.approx(second_growth / MiB, abs=0.06)
+    assert float(change) == pytest.approx((second_growth - first_growth) / MiB, abs=0.11)
+    assert int(percent) > 400
+    assert rows[1].endswith("test_suite.py::test_steady")
+    assert len(rows) == 2
+    second.result.stdout.fnmatch_lines(
+        [
+            "memstream: 2 tests compared, 1 new, 1 gone",
+            "  new: test_suite.py::test_new",
+            "  gone: test_suite.py::test_old",
+        ]
+    )
+
+
+def test_fail_on_increase_sets_the_exit_status_and_names_the_test(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_suite=suite(20))
+    assert run_memstream("-n", "2", "--memstream-save=ci").result.ret == pytest.ExitCode.OK
+    pytester.makepyfile(test_suite=suite(150))
+
+    failed = run_memstream("-n", "2", "--memstream-compare=ci", "--memstream-fail-on-increase=50")
+    assert failed.result.ret == pytest.ExitCode.TESTS_FAILED
+    failed.result.assert_outcomes(passed=3)  # every test passed; the run failed on memory
+    failed.result.stdout.re_match_lines(
+        [
+            r"memstream: FAILED: 1 test grew by more than 50% and more than 1\.0M against "
+            r"baseline 'ci':",
+            r"  test_suite.py::test_hungry: growth \+\d+\.\dM -> \+1\d\d\.\dM "
+            r"\(\+1\d\d\.\dM, \+\d+%\)",
+        ]
+    )
+    assert "test_steady: growth" not in failed.output
+
+    # The same increase below MIN_SIZE does not fail the run.
+    tolerant = run_memstream("--memstream-compare=ci", "--memstream-fail-on-increase=50,500M")
+    assert tolerant.result.ret == pytest.ExitCode.OK
+    assert "memstream: FAILED" not in tolerant.output
+
+
+def test_ini_keys_and_a_baseline_file(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=suite(20))
+    pytester.makeini("[pytest]\nmemstream = true\nmemstream_save = base/run.json\n")
+    assert pytester.runpytest_subprocess("-p", "no:randomly").ret == pytest.ExitCode.OK
+    saved = json.loads((pytester.path / "base" / "run.json").read_text())
+    assert saved["schema"] == SCHEMA
+    assert set(saved["tests"]) == {
+        "test_suite.py::test_hungry",
+        "test_suite.py::test_steady",
+        "test_suite.py::test_old",
+    }
+    assert saved["tests"]["test_suite.py::test_hungry"]["growth"] > 15 * MiB
+    assert not (pytester.path / ".pytest_cache" / "v" / "memstream" / "baselines").exists()
+
+    pytester.makepyfile(test_suite=suite(150))
+    pytester.makeini(
+        """
+        [pytest]
+        memstream = true
+        memstream_compare = base/run.json
+        memstream_fail_on_increase = 100,10M
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [f"*memstream: growth against baseline {pytester.path / 'base' / 'run.json'}*"]
+    )
+    result.stdout.fnmatch_lines(["memstream: FAILED: 1 test grew by more than 100% and more*"])
+
+
+def test_missing_or_foreign_baseline_is_a_warning(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_suite=suite(20))
+    missing = run_memstream("--memstream-compare=nothing", "--memstream-fail-on-increase=1")
+    assert missing.result.ret == pytest.ExitCode.OK
+    missing.result.stdout.fnmatch_lines(
+        ["memstream: warning: no baseline 'nothing' to compare with yet; save one with*"]
+    )
+    (pytester.path / "foreign.json").write_text('{"schema": "something-else"}')
+    foreign = run_memstream("--memstream-compare=foreign.json")
+    assert foreign.result.ret == pytest.ExitCode.OK
+    foreign.result.stdout.fnmatch_lines(
+        ["memstream: warning: cannot read baseline */foreign.json: not a memstream baseline*"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memstream-fail-on-increase=lots"], "--memstream-fail-on-increase got 'lots'"),
+        (["--memstream-fail-on-increase=10,big"], "--memstream-fail-on-increase got '10,big'"),
+        (["--memstream-fail-on-increase=-5"], "--memstream-fail-on-increase got '-5'"),
+        (["--memstream-save=..bad"], "--memstream-save got '..bad'; expected a baseline name"),
+        (["--memstream-compare", "a b"], "--memstream-compare got 'a b'"),
+    ],
+)
+def test_bad_baseline_flags_are_rejected(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    result = pytester.runpytest_subprocess("--memstream", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*memstream: {message}*"])
+
+
+def _report(*tests: tuple[str, int, str]) -> dict[str, object]:
+    return {
+        "run": {"started": 1.0},
+        "tests": [
+            {"nodeid": n, "growth": g, "peak_rss": g + 100, "kept": 0, "outcome": o}
+            for n, g, o in tests
+        ],
+    }
+
+
+def test_comparison_logic() -> None:
+    base = baseline_of(
+        _report(("a", 10 * MiB, "passed"), ("b", 0, "passed"), ("gone", 1, "passed"))
+    )
+    assert check_baseline(json.loads(json.dumps(base))) == base
+    now = _report(
+        ("a", 12 * MiB, "passed"),
+        ("a", 30 * MiB, "passed"),  # --dist each: the largest growth stands for the test
+        ("b", 5 * MiB, "failed"),
+        ("new", 1, "passed"),
+        ("c", 9 * MiB, "crashed"),
+    )
+    comparison = compare(base, now)
+    assert [(c.nodeid, c.delta) for c in comparison.changes] == [("a", 20 * MiB), ("b", 5 * MiB)]
+    assert comparison.changes[0].percent == pytest.approx(200.0)
+    assert comparison.changes[1].percent == float("inf")  # grew from nothing
+    assert comparison.new == ["new"]
+    assert comparison.gone == ["gone"]
+    assert [c.nodeid for c in comparison.increases(150, MiB)] == ["a", "b"]
+    assert [c.nodeid for c in comparison.increases(250, MiB)] == ["b"]
+    assert comparison.increases(0, 6 * MiB) == [comparison.changes[0]]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [[], {"schema": "pytest-memstream/1"}, {"schema": SCHEMA, "tests": {"a": {"growth": 1}}}],
+)
+def test_foreign_baselines_are_refused(raw: object) -> None:
+    with pytest.raises(BaselineError):
+        check_baseline(raw)
