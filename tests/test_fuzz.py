@@ -55,7 +55,8 @@ def fuzz(config, controller):
     while not all(state.workers.get(w) and state.workers[w].next_seq > 0 for w in ("gw0", "gw1")):
         assert time.monotonic() < deadline, "the workers never streamed"
         time.sleep(0.01)
-    info = json.loads(next((config.rootpath / ".pytest_cache/d/memstream").glob("session-*")).read_text())
+    sessions = (config.rootpath / ".pytest_cache/d/memstream").glob("session-*")
+    info = json.loads(next(sessions).read_text())
     secret = bytes.fromhex(info["secret"])
     before = rss()
     context = zmq.Context()
@@ -77,7 +78,8 @@ def fuzz(config, controller):
     while sum(state.rejects.values()) < COUNTED:
         assert time.monotonic() < deadline, dict(state.rejects)
         time.sleep(0.01)
-    (config.rootpath / "fuzz.json").write_text(json.dumps({"sent": sent, "rss_growth": rss() - before}))
+    result = {"sent": sent, "rss_growth": rss() - before}
+    (config.rootpath / "fuzz.json").write_text(json.dumps(result))
     push.close(linger=0)
     oversized.close(linger=0)
     context.term()
