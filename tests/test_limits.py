@@ -335,3 +335,48 @@ def test_crashed_test_over_its_limit_says_so(
             r"test_dies_over_limit \(.*\); OVER its limit of 100.0M on growth \(\d+\.\dM\)"
         ]
     )
+
+
+SLOW_CLIMB = """
+import time
+import pytest
+
+MiB = 1 << 20
+
+
+def wait_for_samples(request, count):
+    # A condition with a deadline: the sampler has seen this test ``count`` more times.
+    stream = request.config.pluginmanager.get_plugin("memstream-recorder").stream
+    target, deadline = len(stream.recent) + count, time.monotonic() + 60
+    while len(stream.recent) < min(target, stream.recent.maxlen):
+        assert time.monotonic() < deadline, "the sampler did not sample for 60 s"
+        time.sleep(0.005)
+
+
+@pytest.mark.memstream_limit("50M")
+def test_climbs(request):
+    kept = []
+    for _ in range(4):
+        kept.append(b"c" * (30 * MiB))
+        wait_for_samples(request, 1)
+"""
+
+
+@XDIST
+def test_failure_message_shows_the_live_samples(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    pytester.makepyfile(test_climb=SLOW_CLIMB)
+    run = run_memstream(*xdist, "--memstream-interval=0.02")
+    run.result.assert_outcomes(failed=1)
+    run.result.stdout.re_match_lines(
+        [
+            r"memstream: test_climb.py::test_climbs grew by \+1\d\d\.\dM in call, over its "
+            r"limit of 50.0M on growth .*",
+            r"  call +RSS .*",
+            r" {11}samples( \d+\.\dM){4,}$",
+        ]
+    )
+    samples = next(line for line in run.output.splitlines() if "  samples " in line)
+    values = [float(v.rstrip("M")) for v in samples.split()[1:]]
+    assert max(values) - min(values) >= 80  # the climb, seen while it happened

@@ -13,7 +13,7 @@ so a fixture's memory counts against the test that asked for it.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 MARKER = "memstream_limit"
 ON = ("growth", "peak")
+#: Live samples of a phase shown in a failure message, the latest ones.
+SAMPLES_SHOWN = 12
 
 
 def memstream_limit(size: str | int, on: str = "growth") -> None:
@@ -117,7 +119,8 @@ class LimitCheck:
         if over is None or report.skipped:
             return report
         self._failed = item.nodeid
-        message = failure_message(item.nodeid, limit, phases, *over)
+        samples = self._recorder.samples()
+        message = failure_message(item.nodeid, limit, phases, *over, samples=samples)
         if report.passed:
             report.outcome = "failed"
             report.longrepr = message
@@ -140,7 +143,12 @@ def _over(phases: dict[str, list[Any]], limit: Limit) -> tuple[int, str] | None:
 
 
 def failure_message(
-    nodeid: str, limit: Limit, phases: dict[str, list[Any]], figure: int, phase: str
+    nodeid: str,
+    limit: Limit,
+    phases: dict[str, list[Any]],
+    figure: int,
+    phase: str,
+    samples: Sequence[tuple[str, float, int]] = (),
 ) -> str:
     what = "grew by" if limit.on == "growth" else "reached a peak RSS of"
     signed = limit.on == "growth"
@@ -155,4 +163,7 @@ def failure_message(
             f"peak {format_size(peak)} ({format_size(peak - start, signed=True)} "
             f"from the start of setup), {duration:.3f}s"
         )
+        seen = [rss for ph, _, rss in samples if ph == name][-SAMPLES_SHOWN:]
+        if seen:
+            lines.append(f"  {'':<8} samples {' '.join(format_size(rss) for rss in seen)}")
     return "\n".join(lines)

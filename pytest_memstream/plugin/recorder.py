@@ -67,6 +67,11 @@ class Recorder:
         """``phase -> [rss_before, rss_after, peak_rss, duration]`` of the current test."""
         return self._phases
 
+    def samples(self) -> list[tuple[str, float, int]]:
+        """The sampler's recent ``(phase, time, rss)`` of the current test, oldest first."""
+        index = self._index
+        return [(phase, t, rss) for i, phase, t, rss in list(self._stream.recent) if i == index]
+
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(
         self, config: pytest.Config, items: list[pytest.Item]

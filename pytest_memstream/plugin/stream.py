@@ -22,6 +22,8 @@ FLUSH_AT = 256
 CHUNK = 512
 #: Kinds that a test's ``end`` makes redundant when both leave in the same flush.
 SUPERSEDED = frozenset({"start", "phase"})
+#: Samples kept for the running test's limit failure message.
+RECENT = 64
 
 
 class Stream:
@@ -32,6 +34,8 @@ class Stream:
         self.interval = interval
         #: ``(test index, phase)`` of the running test, read by the sampler.
         self.running: tuple[int, str] | None = None
+        #: The sampler's latest ``(test index, phase, time, rss)``: what a limit failure shows.
+        self.recent: deque[tuple[int, str, float, int]] = deque(maxlen=RECENT)
         self._sender = sender
         self._probe = probe
         self._queue: deque[dict[str, Any]] = deque()
@@ -79,6 +83,7 @@ class Stream:
             if running is not None:
                 now, rss = time.time(), probe.rss()
                 probe.observe(rss)
+                self.recent.append((running[0], running[1], now, rss))
                 self._queue.append(
                     {"k": "sample", "t": now, "i": running[0], "ph": running[1], "s": [[now, rss]]}
                 )
