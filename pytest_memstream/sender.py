@@ -13,7 +13,7 @@ from pytest_memstream.faults import Faults
 #: Frames queued for a sink that is slow or gone before sends start to drop.
 SEND_HWM = 1000
 #: How long closing may wait for queued frames to leave; a gone sink costs at most this.
-LINGER_MS = 1000
+LINGER_MS = 500
 
 
 class Sender:

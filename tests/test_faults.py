@@ -177,8 +177,12 @@ def test_dead_sink_costs_a_warning_not_the_run(
     assert {t["source"] for t in run.report["tests"]} == {"fallback"}
     workers = run.report["workers"]
     assert all(w["messages"] == 0 for w in workers)
-    # The worker's queue held one frame; everything after that it dropped and counted.
-    assert all(w["dropped"] > 0 for w in workers)
+    assert all(w["lost"] > 0 for w in workers)
+    if mode == "gone":
+        # Nothing to connect to: the queue held one frame (the first), and the worker
+        # dropped and counted the rest, its bye at least. (A stalled sink's kernel
+        # buffers take many small frames before anything is refused.)
+        assert all(w["dropped"] > 0 for w in workers)
     run.result.stdout.fnmatch_lines(["*memstream: warning: the stream of gw? stopped short*"])
 
 

@@ -135,6 +135,8 @@ class WorkerState:
     unrecoverable: int = 0
     max_rss: int = 0
     bye: bool = False
+    #: When the sink last applied a message from it (or admitted it), monotonic seconds.
+    heard: float = 0.0
     #: Tests whose end arrived over the stream.
     ended: int = 0
     last_seen: float = 0.0
@@ -169,7 +171,7 @@ class RunState:
     def expect(self, worker: str) -> None:
         """Admit messages from ``worker`` (an id the controller handed out)."""
         with self.cond:
-            self.workers.setdefault(worker, WorkerState(worker))
+            self.workers.setdefault(worker, WorkerState(worker, heard=time.monotonic()))
 
     def reject(self, reason: str) -> None:
         with self.cond:
@@ -200,6 +202,7 @@ class RunState:
         worker.gaps += seq - worker.next_seq
         worker.next_seq = seq + 1
         worker.received += 1
+        worker.heard = time.monotonic()
         worker.last_seen = message["t"]
         self.messages += 1
         getattr(self, "_on_" + message["k"])(worker, message)
@@ -271,15 +274,18 @@ class RunState:
         if state is None:
             return False
         deadline = time.monotonic() + timeout
+        # Quiet since the worker was last heard from, not since the wait began: when the
+        # sink is gone, the workers' waits end together instead of one after the other.
+        # A worker idle for a while still gets ``grace`` for its last frames to land.
+        grace = min(quiet, 0.2)
+        floor = time.monotonic() - (quiet - grace)
         with self.cond:
-            seen, quiet_since = state.next_seq, time.monotonic()
             while last_seq is None or state.next_seq <= last_seq:
                 now = time.monotonic()
-                if now >= deadline or now - quiet_since >= quiet:
+                since = max(state.heard, floor)
+                if now >= deadline or now - since >= quiet:
                     return False
-                self.cond.wait(min(quiet - (now - quiet_since), deadline - now))
-                if state.next_seq != seen:
-                    seen, quiet_since = state.next_seq, time.monotonic()
+                self.cond.wait(min(quiet - (now - since), deadline - now))
             return True
 
     def finish_worker(
