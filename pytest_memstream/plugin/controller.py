@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pytest_memstream.collector.html import write_html
 from pytest_memstream.collector.report import (
     Report,
     build_report,
@@ -58,6 +59,7 @@ class Controller:
         self.local: Recorder | None = None
         self.report: Report | None = None
         self.problems: list[str] = []
+        self.html_written = False
         self.session_file: Path | None = None
         self._started = time.time()
         self.baselines = Baselines(config, settings)
@@ -134,6 +136,8 @@ class Controller:
             )
         if self.settings.json_path is not None:
             lines.append(f"memstream: JSON report to {self.settings.json_path}")
+        if self.settings.html_path is not None:
+            lines.append(f"memstream: HTML report to {self.settings.html_path}")
         return lines
 
     @pytest.hookimpl(tryfirst=True)
@@ -157,10 +161,21 @@ class Controller:
                 write_report(self.report, self.settings.json_path)
             except OSError as exc:
                 self.problems.append(f"could not write the JSON report: {exc}")
+        if self.settings.html_path is not None:
+            self._write_html(self.report, self.settings.html_path)
         # Baselines (--memstream-save/-compare/-fail-on-increase): an increase fails the run.
         increased = self.baselines.wanted and self.baselines.finish(self.report, not stopped)
         if increased and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _write_html(self, report: Report, path: Path) -> None:
+        # A picture is a nicety: whatever goes wrong with it costs a warning, never the run.
+        try:
+            write_html(report, path, self.settings.sort, self.settings.top)
+        except Exception as exc:
+            self.problems.append(f"could not write the HTML report: {exc}")
+        else:
+            self.html_written = True
 
     def _run_facts(self, stopped: str) -> dict[str, Any]:
         methods = sorted({w.method for w in self.state.workers.values() if w.method})
@@ -187,6 +202,8 @@ class Controller:
             terminalreporter.write_line(line)
         if settings.json_path is not None and not self.problems:
             terminalreporter.write_line(f"memstream: JSON report written to {settings.json_path}")
+        if self.html_written:
+            terminalreporter.write_line(f"memstream: HTML report written to {settings.html_path}")
         for problem in self.problems:
             terminalreporter.write_line(f"memstream: warning: {problem}", yellow=True)
         self.baselines.summary(terminalreporter)

@@ -48,6 +48,8 @@ class Settings:
     save: str | Path | None = None
     compare: str | Path | None = None
     fail_on_increase: tuple[float, int] | None = None
+    #: Where to write the HTML report (collector/html.py), if anywhere.
+    html_path: Path | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -71,6 +73,11 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="KEY",
     )
     option("json", "write the JSON report to PATH.", metavar="PATH")
+    option(
+        "html",
+        "write a self-contained HTML report (a timeline per worker, the top tests) to PATH.",
+        metavar="PATH",
+    )
     option(
         "interval",
         f"seconds between live RSS samples (default {DEFAULT_INTERVAL}).",
@@ -231,6 +238,7 @@ def resolve(config: pytest.Config) -> Settings:
         top=r.get("memstream_top", _parse_top, DEFAULT_TOP, "a whole number >= 0 (0 = all)"),
         sort=r.get("memstream_sort", _parse_sort, DEFAULT_SORT, f"one of {', '.join(SORT_KEYS)}"),
         json_path=r.path("memstream_json"),
+        html_path=r.path("memstream_html"),
         interval=r.get(
             "memstream_interval",
             _parse_interval,
