@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from pytest_memstream import __version__
-from pytest_memstream.cli import watch
+from pytest_memstream.cli import report, watch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"memstream {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     watch.add_parser(subparsers)
+    report.add_parser(subparsers)
     return parser
 
 
