@@ -215,3 +215,29 @@ def test_comparison_logic() -> None:
 def test_foreign_baselines_are_refused(raw: object) -> None:
     with pytest.raises(BaselineError):
         check_baseline(raw)
+
+
+def test_a_run_that_stopped_early_is_not_saved(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_suite=suite(20), test_zz="def test_fails():\n    assert False\n")
+    run = run_memstream("-x", "--memstream-save", "-p", "no:xdist")
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    run.result.stdout.fnmatch_lines(
+        ["memstream: warning: baseline 'default' not saved: the run stopped early"]
+    )
+    later = run_memstream("--memstream-compare", "-k", "not fails")
+    later.result.stdout.fnmatch_lines(["memstream: warning: no baseline 'default' to compare*"])
+
+
+def test_without_the_cache_a_name_cannot_be_saved_but_a_path_can(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_suite=suite(20))
+    named = run_memstream("-p", "no:cacheprovider", "--memstream-save=nightly")
+    assert named.result.ret == pytest.ExitCode.OK
+    named.result.stdout.fnmatch_lines(
+        ["memstream: warning: could not save baseline 'nightly': the pytest cache is off*"]
+    )
+    run_memstream("-p", "no:cacheprovider", "--memstream-save=nightly.json")
+    assert json.loads((pytester.path / "nightly.json").read_text())["schema"] == SCHEMA
