@@ -98,7 +98,8 @@ class LimitCheck:
         self._recorder = recorder
         self.limits = limits
         self._bad = bad
-        self._failed = ""
+        #: The current test has already failed for its limit (once is enough).
+        self._reported = False
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -111,14 +112,17 @@ class LimitCheck:
         self, item: pytest.Item
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        if report.when == "setup":
+            self._reported = False  # per run of the test: a rerun is checked afresh
+            return report
         limit = self.limits.get(item.nodeid)
-        if limit is None or report.when == "setup" or self._failed == item.nodeid:
+        if limit is None or self._reported:
             return report
         phases = self._recorder.phases
         over = _over(phases, limit)
         if over is None or report.skipped:
             return report
-        self._failed = item.nodeid
+        self._reported = True
         samples = self._recorder.samples()
         message = failure_message(item.nodeid, limit, phases, *over, samples=samples)
         if report.passed:
