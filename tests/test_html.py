@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import struct
@@ -272,3 +274,42 @@ def test_twenty_thousand_tests_open_quickly(chromium: str, tmp_path: Path) -> No
     assert float(dom.body["data-render-ms"]) < 3000
     assert opened < 30  # a cold browser start included
     screenshot(chromium, page, tmp_path / "big.png")
+
+
+_SWEEP = """<script>
+(function () {
+  var canvas = document.getElementById("plot"), box = canvas.getBoundingClientRect();
+  var tip = document.getElementById("tip"), seen = {}, first = "";
+  function move(x, y) {
+    var at = {clientX: box.left + x, clientY: box.top + y};
+    canvas.dispatchEvent(new MouseEvent("mousemove", at));
+  }
+  for (var x = 0; x < box.width; x += 2) {
+    move(x, 68);  // the middle of the first worker's row
+    if (tip.hidden) continue;
+    seen[tip.textContent.split("\\n")[0]] = 1;
+    first = first || tip.textContent;
+  }
+  move(400, 8 + 120 + 10);  // the gap between two rows
+  document.body.dataset.hovered = JSON.stringify(Object.keys(seen).sort());
+  document.body.dataset.tip = first;
+  document.body.dataset.gapHidden = String(tip.hidden);
+})();
+</script></body>"""
+
+
+def test_hover_names_every_test_of_a_row(chromium: str, tmp_path: Path) -> None:
+    report = synthetic_report(20, workers=2, crash=False)
+    page = tmp_path / "hover.html"
+    page.write_text(render_html(report).replace("</body>", _SWEEP))
+    dom = load(chromium, page, tmp_path)
+    hovered = json.loads(html.unescape(dom.body["data-hovered"]))
+    assert hovered == sorted(t["nodeid"] for t in report["tests"] if t["worker"] == "gw0")
+    tip = html.unescape(dom.body["data-tip"])
+    first = report["tests"][0]
+    assert tip.splitlines()[0] == first["nodeid"]
+    assert f"worker gw0, {first['outcome']}" in tip
+    assert "growth +0B, peak 50.0M, kept +4.0K" in tip
+    assert "peak in call, RSS 50.0M -> 50.0M" in tip
+    assert "duration 0.001s" in tip
+    assert dom.body["data-gap-hidden"] == "true"
