@@ -313,3 +313,27 @@ def test_hover_names_every_test_of_a_row(chromium: str, tmp_path: Path) -> None:
     assert "peak in call, RSS 50.0M -> 50.0M" in tip
     assert "duration 0.001s" in tip
     assert dom.body["data-gap-hidden"] == "true"
+
+
+@pytest.mark.slow
+def test_real_crash_is_marked_where_the_worker_died(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, chromium: str, tmp_path: Path
+) -> None:
+    from test_faults import AFTER_TESTS, CRASH_TESTS, KILLS
+
+    pytester.makepyfile(
+        test_crashy=CRASH_TESTS.replace("{kill}", KILLS["sigkill"]), test_zafter=AFTER_TESTS
+    )
+    page = pytester.path / "crash.html"
+    run = run_memstream("-n", "2", "--memstream-interval=0.05", f"--memstream-html={page}")
+    crashed = run.test("test_crash")
+    assert crashed["outcome"] == "crashed"
+    dom = load(chromium, page, tmp_path)
+    assert dom.body["data-ready"] == "1"
+    assert dom.body["data-bands"] == dom.body["data-tests"] == "15"
+    died = re.search(r'<ul id="crashed">(.*?)</ul>', dom.dom)
+    assert died is not None
+    assert f"{crashed['worker']}</b> died running" in died.group(1)
+    assert "test_crashy.py::test_crash" in died.group(1)
+    assert "last samples" in died.group(1)
+    assert screenshot(chromium, page, tmp_path / "crash.png") == (1280, 900)

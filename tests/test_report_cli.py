@@ -149,3 +149,22 @@ def test_missing_file(tmp_path: Path) -> None:
     done = memstream("report", tmp_path / "nowhere.json")
     assert done.returncode == 2
     assert "cannot read it (FileNotFoundError" in done.stderr
+
+
+@pytest.mark.slow
+def test_prints_a_crash_as_the_run_did(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    from test_faults import AFTER_TESTS, CRASH_TESTS, KILLS
+
+    pytester.makepyfile(
+        test_crashy=CRASH_TESTS.replace("{kill}", KILLS["os_exit"]), test_zafter=AFTER_TESTS
+    )
+    run = run_memstream("-n", "2", "--memstream-interval=0.05", "-v")
+    done = memstream("report", pytester.path / "memstream.json", "-v")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == summary(run.output)
+    assert any(
+        " crashed while running test_crashy.py::test_crash " in line
+        for line in done.stdout.splitlines()
+    )
