@@ -53,12 +53,16 @@ def comparison_rows(output: str) -> list[str]:
 def test_save_then_compare_across_two_runs(
     pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
 ) -> None:
-    pytester.makepyfile(test_suite=suite(20))
+    pytester.makepyfile(test_suite=suite(20), test_gone="def test_a():\n    pass\n")
     first = run_memstream(*xdist, "--memstream-save")
     assert first.result.ret == pytest.ExitCode.OK
     assert "growth against baseline" not in first.output
 
-    pytester.makepyfile(test_suite=suite(150, extra="test_new"))
+    # One test more hungry, one renamed, one file gone and one new.
+    (pytester.path / "test_gone.py").unlink()
+    pytester.makepyfile(
+        test_suite=suite(150, extra="test_new"), test_fresh="def test_b():\n    pass\n"
+    )
     second = run_memstream(*xdist, "--memstream-compare")
     assert second.result.ret == pytest.ExitCode.OK  # comparing alone never fails a run
     second.result.stdout.fnmatch_lines(["*memstream: growth against baseline 'default'*"])
@@ -76,9 +80,10 @@ def test_save_then_compare_across_two_runs(
     assert len(rows) == 2
     second.result.stdout.fnmatch_lines(
         [
-            "memstream: 2 tests compared, 1 new, 1 gone",
-            "  new: test_suite.py::test_new",
-            "  gone: test_suite.py::test_old",
+            "memstream: 2 tests compared, 1 new, 1 gone, 1 renamed",
+            "  renamed: test_suite.py::test_old -> test_suite.py::test_new: growth +* -> +*",
+            "  new: test_fresh.py::test_b",
+            "  gone: test_gone.py::test_a",
         ]
     )
 
@@ -203,6 +208,7 @@ def test_comparison_logic() -> None:
     assert comparison.changes[1].percent == float("inf")  # grew from nothing
     assert comparison.new == ["new"]
     assert comparison.gone == ["gone"]
+    assert comparison.renamed == []
     assert [c.nodeid for c in comparison.increases(150, MiB)] == ["a", "b"]
     assert [c.nodeid for c in comparison.increases(250, MiB)] == ["b"]
     assert comparison.increases(0, 6 * MiB) == [comparison.changes[0]]
@@ -241,3 +247,22 @@ def test_without_the_cache_a_name_cannot_be_saved_but_a_path_can(
     )
     run_memstream("-p", "no:cacheprovider", "--memstream-save=nightly.json")
     assert json.loads((pytester.path / "nightly.json").read_text())["schema"] == SCHEMA
+
+
+def test_one_gone_and_one_new_in_a_file_is_a_rename_never_a_failure() -> None:
+    base = baseline_of(
+        _report(("f.py::old", MiB, "passed"), ("g.py::x", 0, "passed"), ("g.py::y", 0, "passed"))
+    )
+    now = _report(
+        ("f.py::new", 90 * MiB, "passed"),
+        ("g.py::z", 0, "passed"),
+        ("h.py::fresh", 0, "passed"),
+    )
+    comparison = compare(base, now)
+    assert [(old, c.nodeid, c.delta) for old, c in comparison.renamed] == [
+        ("f.py::old", "f.py::new", 89 * MiB)
+    ]
+    # g.py lost two and gained one: no guess.
+    assert comparison.gone == ["g.py::x", "g.py::y"]
+    assert comparison.new == ["g.py::z", "h.py::fresh"]
+    assert comparison.increases(0, 0) == []

@@ -3,14 +3,15 @@
 A baseline is a small JSON document (schema ``pytest-memstream-baseline/1``) built from a
 report document: ``tests`` maps each node id to its ``growth``, ``peak_rss`` and ``kept``.
 Comparing a report with it gives, per test in both, the change in growth; tests only in
-one of them are listed as new or gone, never errors.  Nothing here knows about pytest or
-where a baseline is stored.
+one of them are listed as new or gone, never errors, and a file that lost one test and
+gained one is taken to have renamed it (listed as such, never failed on).  Nothing here
+knows about pytest or where a baseline is stored.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_memstream.sizes import format_size
@@ -89,6 +90,9 @@ class Comparison:
     changes: list[Change]
     new: list[str]
     gone: list[str]
+    #: A guess, so listed but never failed on: ``Change(new id, ...)`` and the old id,
+    #: for each file that lost exactly one test and gained exactly one.
+    renamed: list[tuple[str, Change]] = field(default_factory=list)
 
     def increases(self, percent: float, min_size: int) -> list[Change]:
         """Tests that grew by more than ``percent`` percent and more than ``min_size``."""
@@ -106,11 +110,31 @@ def compare(baseline: Baseline, report: dict[str, Any]) -> Comparison:
         if nodeid in before
     ]
     changes.sort(key=lambda c: (-abs(c.delta), c.nodeid))
-    return Comparison(
-        changes=changes,
-        new=sorted(nodeid for nodeid in now if nodeid not in before),
-        gone=sorted(nodeid for nodeid in before if nodeid not in present),
-    )
+    new = sorted(nodeid for nodeid in now if nodeid not in before)
+    gone = sorted(nodeid for nodeid in before if nodeid not in present)
+    renamed = []
+    for old_id, new_id in _renames(gone, new):
+        renamed.append((old_id, Change(new_id, before[old_id]["growth"], now[new_id]["growth"])))
+        gone.remove(old_id)
+        new.remove(new_id)
+    return Comparison(changes=changes, new=new, gone=gone, renamed=renamed)
+
+
+def _renames(gone: list[str], new: list[str]) -> list[tuple[str, str]]:
+    """``(old, new)`` for each file that lost exactly one test and gained exactly one."""
+
+    def by_file(nodeids: list[str]) -> dict[str, list[str]]:
+        files: dict[str, list[str]] = {}
+        for nodeid in nodeids:
+            files.setdefault(nodeid.partition("::")[0], []).append(nodeid)
+        return files
+
+    gone_in, new_in = by_file(gone), by_file(new)
+    return [
+        (gone_in[path][0], new_in[path][0])
+        for path in sorted(gone_in.keys() & new_in.keys())
+        if len(gone_in[path]) == 1 and len(new_in[path]) == 1
+    ]
 
 
 def _percent(change: Change) -> str:
@@ -138,7 +162,16 @@ def comparison_lines(comparison: Comparison, top: int) -> list[str]:
     lines.append(
         f"memstream: {len(comparison.changes)} tests compared, {len(comparison.new)} new, "
         f"{len(comparison.gone)} gone"
+        + (f", {len(comparison.renamed)} renamed" if comparison.renamed else "")
     )
+    for old_id, change in comparison.renamed[:NAMES_SHOWN]:
+        lines.append(
+            f"  renamed: {old_id} -> {change.nodeid}: growth "
+            f"{format_size(change.before, signed=True)} -> "
+            f"{format_size(change.after, signed=True)}"
+        )
+    if len(comparison.renamed) > NAMES_SHOWN:
+        lines.append(f"  ... and {len(comparison.renamed) - NAMES_SHOWN} more renamed")
     for label, names in (("new", comparison.new), ("gone", comparison.gone)):
         for nodeid in names[:NAMES_SHOWN]:
             lines.append(f"  {label}: {nodeid}")
