@@ -90,7 +90,13 @@ def _broken(tmp_path: Path) -> dict[str, tuple[str, str]]:
     wrong_type["workers"] = {"gw0": {}}
     bad_samples = synthetic_report(4)
     bad_samples["tests"][-1]["samples"] = [[1.0]]
+    bad_limit = synthetic_report(4)
+    bad_limit["tests"][-1]["limit"] = {"size": "200M", "on": "growth"}
+    bad_messages = synthetic_report(4)
+    bad_messages["run"]["messages"] = "many"
     return {
+        "bad-limit": (json.dumps(bad_limit), '"tests"[4].limit is not {"size": bytes'),
+        "bad-messages": (json.dumps(bad_messages), '"run".messages is a string'),
         "truncated": (good[: len(good) // 2], "truncated"),
         "empty": ("", "the file is empty"),
         "not-json": ("memstream rocks\n", "not JSON"),
@@ -118,6 +124,8 @@ def _broken(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "missing-field",
         "wrong-shape",
         "bad-samples",
+        "bad-limit",
+        "bad-messages",
     ],
 )
 def test_broken_file_is_one_clear_line(tmp_path: Path, case: str) -> None:

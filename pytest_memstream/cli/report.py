@@ -101,7 +101,16 @@ def load_report(path: Path) -> Report:
 
 
 _NUMBER = (int, float)
-_RUN_FIELDS: dict[str, tuple[type, ...]] = {"started": _NUMBER}
+_RUN_FIELDS: dict[str, tuple[type, ...]] = {
+    "started": _NUMBER,
+    "duration": _NUMBER,
+    "messages": (int,),
+}
+#: What only a crashed test has.
+_CRASH_FIELDS: dict[str, tuple[type, ...]] = {
+    "climb_rate": (*_NUMBER, type(None)),
+    "limit": (dict, type(None)),
+}
 _WORKER_FIELDS: dict[str, tuple[type, ...]] = {
     "id": (str,),
     "pid": (int, type(None)),
@@ -165,6 +174,12 @@ def check_report(document: Any) -> None:
             isinstance(s, list) and len(s) == 2 and all(_is_number(v) for v in s) for s in samples
         ):
             raise BadReport(f'"tests"[{n}].samples is not a list of [time, rss] pairs')
+        _check_fields(test, _CRASH_FIELDS, f'"tests"[{n}]', optional=True)
+        limit = test.get("limit")
+        if limit is not None and not (
+            isinstance(limit.get("size"), int) and isinstance(limit.get("on"), str)
+        ):
+            raise BadReport(f'"tests"[{n}].limit is not {{"size": bytes, "on": "growth"|"peak"}}')
 
 
 def _check_fields(
