@@ -218,6 +218,8 @@ def test_unwritable_html_path_warns_and_keeps_the_outcome(pytester: pytest.Pytes
     )
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*memstream: warning: could not write the HTML report*"])
+    # The JSON report was written all the same, and the run says so.
+    result.stdout.fnmatch_lines([f"memstream: JSON report written to {json_path}"])
     assert json_path.exists()
 
 

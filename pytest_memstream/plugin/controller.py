@@ -59,6 +59,7 @@ class Controller:
         self.local: Recorder | None = None
         self.report: Report | None = None
         self.problems: list[str] = []
+        self.json_written = False
         self.html_written = False
         self.session_file: Path | None = None
         self._started = time.time()
@@ -161,6 +162,8 @@ class Controller:
                 write_report(self.report, self.settings.json_path)
             except OSError as exc:
                 self.problems.append(f"could not write the JSON report: {exc}")
+            else:
+                self.json_written = True
         if self.settings.html_path is not None:
             self._write_html(self.report, self.settings.html_path)
         # Baselines (--memstream-save/-compare/-fail-on-increase): an increase fails the run.
@@ -200,7 +203,7 @@ class Controller:
         terminalreporter.write_sep("=", summary_title(report, settings.sort, settings.top))
         for line in summary_lines(report, settings.sort, settings.top, verbosity):
             terminalreporter.write_line(line)
-        if settings.json_path is not None and not self.problems:
+        if self.json_written:
             terminalreporter.write_line(f"memstream: JSON report written to {settings.json_path}")
         if self.html_written:
             terminalreporter.write_line(f"memstream: HTML report written to {settings.html_path}")
