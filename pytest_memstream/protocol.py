@@ -278,16 +278,21 @@ def unpack_strict(body: bytes, max_items: int = MAX_BATCH) -> Any:
         raise ProtocolError("msgpack", f"{type(exc).__name__}: {exc}"[:200]) from None
 
 
-def decode_frame(secret: bytes, frames: list[bytes]) -> list[Any]:
-    """Authenticate and unpack one frame; the messages inside are not yet checked."""
+def authenticated_body(secret: bytes, frames: list[bytes], max_size: int) -> bytes:
+    """The body of a ``[mac, body]`` frame signed with ``secret``, or ProtocolError."""
     if len(frames) != 2:
         raise ProtocolError("frame", f"expected 2 parts [mac, body], got {len(frames)}")
     mac, body = frames
-    if len(body) > MAX_FRAME:
-        raise ProtocolError("size", f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
+    if len(body) > max_size:
+        raise ProtocolError("size", f"frame of {len(body)} bytes exceeds {max_size}")
     if len(mac) != MAC_SIZE or not hmac.compare_digest(mac, sign(secret, body)):
         raise ProtocolError("auth", "bad or missing MAC: not signed with this run's secret")
-    batch = unpack_strict(body)
+    return body
+
+
+def decode_frame(secret: bytes, frames: list[bytes]) -> list[Any]:
+    """Authenticate and unpack one frame; the messages inside are not yet checked."""
+    batch = unpack_strict(authenticated_body(secret, frames, MAX_FRAME))
     if type(batch) is not list or not 0 < len(batch) <= MAX_BATCH:
         raise ProtocolError("frame", "a frame body must be a non-empty array of messages")
     return batch
@@ -519,13 +524,7 @@ def encode_viewer(secret: bytes, kind: str, fields: Mapping[str, Any]) -> list[b
 
 def decode_viewer(secret: bytes, frames: list[bytes], kinds: frozenset[str]) -> Message:
     """Authenticate, unpack and check one viewer-protocol frame of one of ``kinds``."""
-    if len(frames) != 2:
-        raise ProtocolError("frame", f"expected 2 parts [mac, body], got {len(frames)}")
-    mac, body = frames
-    if len(body) > MAX_VIEW_FRAME:
-        raise ProtocolError("size", f"frame of {len(body)} bytes exceeds {MAX_VIEW_FRAME}")
-    if len(mac) != MAC_SIZE or not hmac.compare_digest(mac, sign(secret, body)):
-        raise ProtocolError("auth", "bad or missing MAC: not signed with this run's secret")
+    body = authenticated_body(secret, frames, MAX_VIEW_FRAME)
     try:
         raw = msgpack.unpackb(
             body,
