@@ -259,7 +259,12 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
 
-def unpack_strict(body: bytes, max_items: int = MAX_BATCH) -> Any:
+def unpack_strict(
+    body: bytes,
+    max_array: int = max(MAX_BATCH, MAX_SAMPLES),
+    max_map: int = 64,
+    max_bin: int = MAX_FRAME,
+) -> Any:
     """msgpack-decode ``body`` with every limit set and no extension types."""
     try:
         return msgpack.unpackb(
@@ -269,9 +274,9 @@ def unpack_strict(body: bytes, max_items: int = MAX_BATCH) -> Any:
             use_list=True,
             ext_hook=_no_ext,
             max_str_len=MAX_NODEID * 4,
-            max_bin_len=MAX_FRAME,
-            max_array_len=max(max_items, MAX_SAMPLES),
-            max_map_len=64,
+            max_bin_len=max_bin,
+            max_array_len=max_array,
+            max_map_len=max_map,
             max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises a zoo of types on hostile input
@@ -525,21 +530,7 @@ def encode_viewer(secret: bytes, kind: str, fields: Mapping[str, Any]) -> list[b
 def decode_viewer(secret: bytes, frames: list[bytes], kinds: frozenset[str]) -> Message:
     """Authenticate, unpack and check one viewer-protocol frame of one of ``kinds``."""
     body = authenticated_body(secret, frames, MAX_VIEW_FRAME)
-    try:
-        raw = msgpack.unpackb(
-            body,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            ext_hook=_no_ext,
-            max_str_len=MAX_NODEID * 4,
-            max_bin_len=NONCE_MAX,
-            max_array_len=SPARK_SAMPLES,
-            max_map_len=MAX_SETS,
-            max_ext_len=0,
-        )
-    except Exception as exc:  # msgpack raises a zoo of types on hostile input
-        raise ProtocolError("msgpack", f"{type(exc).__name__}: {exc}"[:200]) from None
+    raw = unpack_strict(body, max_array=SPARK_SAMPLES, max_map=MAX_SETS, max_bin=NONCE_MAX)
     if type(raw) is not dict:
         raise ProtocolError("schema", "a viewer message must be a map")
     version = raw.get("v")
