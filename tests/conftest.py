@@ -34,6 +34,30 @@ class MemstreamRun:
 RunMemstream = Callable[..., MemstreamRun]
 
 
+def table_rows(output: str, title: str) -> list[str]:
+    """The rows of the memstream table whose section title contains ``title``."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if title in line)
+    rows = []
+    for line in lines[start + 2 :]:  # past the title and the column header
+        if line.startswith("memstream:"):
+            break
+        rows.append(line)
+    return rows
+
+
+# Test-project code: block until this worker's stream has sent ``messages`` more
+# messages (a condition polled with a deadline, not a sleep).
+WAIT_UNTIL_STREAMED = """
+def wait_until_streamed(request, messages):
+    stream = request.config.pluginmanager.get_plugin("memstream-recorder").stream
+    target, deadline = stream.sent + messages, time.monotonic() + 60
+    while stream.sent < target:
+        assert time.monotonic() < deadline, "the stream did not move for 60 s"
+        time.sleep(0.005)
+"""
+
+
 @pytest.fixture
 def run_memstream(pytester: pytest.Pytester) -> RunMemstream:
     """Run pytest with ``--memstream`` in a subprocess and load its JSON report."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import RunMemstream
+from conftest import RunMemstream, table_rows
 
 from pytest_memstream.collector.baseline import (
     SCHEMA,
@@ -39,14 +39,7 @@ def {extra}():
 
 
 def comparison_rows(output: str) -> list[str]:
-    lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if "growth against baseline" in line)
-    rows = []
-    for line in lines[start + 2 :]:
-        if line.startswith("memstream:"):
-            break
-        rows.append(line)
-    return rows
+    return table_rows(output, "growth against baseline")
 
 
 @pytest.mark.parametrize("xdist", [["-n", "0"], ["-n", "2"]], ids=["single", "xdist"])

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RunMemstream
+from conftest import WAIT_UNTIL_STREAMED, RunMemstream
 
 from pytest_memstream.faults import ENV
 
@@ -22,21 +22,17 @@ MiB = 1 << 20
 # until its climb has been streamed (a condition, polled with a deadline) and then dies.
 # --dist=load: loadscope/loadfile/loadgroup hang in xdist 3.8 when a crashed worker is
 # replaced (pytest-dev/pytest-xdist#1323, #1327, #1378).
-CRASH_TESTS = """
+CRASH_TESTS = (
+    """
 import ctypes, os, signal, time
 import pytest
 
 MiB = 1 << 20
 KEPT = []
 
-
-def wait_until_streamed(request, messages):
-    stream = request.config.pluginmanager.get_plugin("memstream-recorder").stream
-    target, deadline = stream.sent + messages, time.monotonic() + 60
-    while stream.sent < target:
-        assert time.monotonic() < deadline, "the stream did not move for 60 s"
-        time.sleep(0.005)
-
+"""
+    + WAIT_UNTIL_STREAMED
+    + """
 
 @pytest.mark.parametrize("n", range(10))
 def test_before(n):
@@ -49,6 +45,7 @@ def test_crash(request):
         wait_until_streamed(request, 2)
     {kill}
 """
+)
 
 AFTER_TESTS = """
 import pytest

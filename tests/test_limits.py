@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import RunMemstream
+from conftest import WAIT_UNTIL_STREAMED, RunMemstream
 
 MiB = 1 << 20
 
@@ -295,21 +295,17 @@ def test_marker_is_listed_with_its_docstring(pytester: pytest.Pytester) -> None:
     pytester.runpytest_subprocess("--strict-markers", str(strict)).assert_outcomes(passed=1)
 
 
-CRASH_OVER_LIMIT = """
+CRASH_OVER_LIMIT = (
+    """
 import os, time
 import pytest
 
 MiB = 1 << 20
 KEPT = []
 
-
-def wait_until_streamed(request, messages):
-    stream = request.config.pluginmanager.get_plugin("memstream-recorder").stream
-    target, deadline = stream.sent + messages, time.monotonic() + 60
-    while stream.sent < target:
-        assert time.monotonic() < deadline, "the stream did not move for 60 s"
-        time.sleep(0.005)
-
+"""
+    + WAIT_UNTIL_STREAMED
+    + """
 
 @pytest.mark.memstream_limit("100M")
 def test_dies_over_limit(request):
@@ -318,6 +314,7 @@ def test_dies_over_limit(request):
         wait_until_streamed(request, 2)
     os._exit(3)
 """
+)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import MEMORY_TESTS, RunMemstream
+from conftest import MEMORY_TESTS, RunMemstream, table_rows
 
 
 @pytest.fixture(autouse=True)
@@ -15,14 +15,7 @@ def memory_tests(pytester: pytest.Pytester) -> None:
 
 
 def summary_rows(output: str) -> list[str]:
-    lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if "memstream: top" in line)
-    rows = []
-    for line in lines[start + 2 :]:
-        if line.startswith("memstream:"):
-            break
-        rows.append(line)
-    return rows
+    return table_rows(output, "memstream: top")
 
 
 def test_every_ini_key_works(pytester: pytest.Pytester) -> None:
