@@ -332,11 +332,6 @@ def decode_records(blob: bytes) -> list[Message]:
     return records
 
 
-def describe(message: Mapping[str, Any]) -> str:
-    """A short human description of a message, for logs and errors."""
-    return f"{message.get('k')} #{message.get('q')} from {message.get('w')}"
-
-
 # === the viewer side ===================================================================
 #
 # Viewers attach to the sink the way the ZeroMQ guide's "clone" pattern describes: a

@@ -20,17 +20,6 @@ from pytest_memstream.protocol import PHASES, Message, ProtocolError
 SAMPLES_KEPT = 120
 #: Peaks this close to a test's peak count as the same plateau.
 PLATEAU = 1 << 20
-#: Reasons a frame or message is rejected; a fixed set so that counting stays bounded.
-REJECT_REASONS = (
-    "frame",
-    "size",
-    "auth",
-    "msgpack",
-    "version",
-    "schema",
-    "unknown-worker",
-    "replay",
-)
 
 
 @dataclass(slots=True)
@@ -139,7 +128,6 @@ class WorkerState:
     heard: float = 0.0
     #: Tests whose end arrived over the stream.
     ended: int = 0
-    last_seen: float = 0.0
     running: RunningTest | None = None
     #: The id of the test that was running when the worker died.
     crashed: str = ""
@@ -203,7 +191,6 @@ class RunState:
         worker.next_seq = seq + 1
         worker.received += 1
         worker.heard = time.monotonic()
-        worker.last_seen = message["t"]
         self.messages += 1
         getattr(self, "_on_" + message["k"])(worker, message)
 
