@@ -1,0 +1,151 @@
+"""The Linux high-water-mark probe: exact peaks, by the cheap reading wherever it is exact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+
+MiB = 1 << 20
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the high-water mark is Linux's")
+
+# Runs in a fresh process: touches `size` bytes for an instant, outside malloc, so that
+# glibc's thresholds (and with them the figures of later phases) stay as they were.
+PHASES = """
+import json, mmap, sys
+from pytest_memstream.plugin.probe import HighWaterMark
+
+probe = HighWaterMark()
+status_reads = 0
+status_figures = probe._status_figures
+
+def counted():
+    global status_reads
+    status_reads += 1
+    return status_figures()
+
+probe._status_figures = counted
+
+def spike(size):
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
+    mmap.mmap(-1, size, flags=flags).close()
+
+def phase(size):
+    global status_reads
+    status_reads = 0
+    before = probe.begin_phase()
+    if size:
+        spike(size)
+    after, peak = probe.end_phase()
+    return {"before": before, "after": after, "peak": peak, "status_reads": status_reads}
+
+out = {"fast": probe._fast, "floor": probe._floor << 10, "quiet": phase(0),
+       "spike": phase(100 << 20)}
+kept = b"x" * int(sys.argv[1])  # written, so resident: this process grows past its floor
+out["grown_quiet"] = phase(0)
+out["grown_spike"] = phase(100 << 20)
+print(json.dumps(out))
+"""
+
+# The parent of PHASES: reaches `peak` bytes, lets go of them, then starts the child the
+# way pytest-xdist's execnet does (subprocess, which uses vfork), so that the child
+# inherits the parent's peak as its getrusage floor.
+PARENT = """
+import mmap, subprocess, sys
+flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
+if int(sys.argv[1]):
+    mmap.mmap(-1, int(sys.argv[1]), flags=flags).close()
+sys.exit(subprocess.run([sys.executable, "-c", sys.argv[2], sys.argv[3]]).returncode)
+"""
+
+
+def run_phases(parent_peak: int, child_keeps: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", PARENT, str(parent_peak), textwrap.dedent(PHASES), str(child_keeps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def check_figures(phase: dict[str, int], spike: int) -> None:
+    assert phase["after"] - 4 * MiB < phase["before"] < phase["after"] + 4 * MiB
+    if spike:
+        assert phase["before"] + spike * 0.97 <= phase["peak"] <= phase["before"] + spike * 1.1
+    else:
+        assert phase["after"] <= phase["peak"] <= phase["after"] + MiB
+
+
+def test_a_process_smaller_than_its_parent_reads_exact_peaks() -> None:
+    # The child starts below the 400 MiB it inherited: getrusage alone would report 400
+    # MiB for every phase, so the probe must see that and read the status file.
+    figures = run_phases(parent_peak=400 * MiB, child_keeps=500 * MiB)
+    assert figures["fast"]
+    assert figures["floor"] >= 400 * MiB > figures["quiet"]["after"] + 300 * MiB
+    check_figures(figures["quiet"], 0)
+    check_figures(figures["spike"], 100 * MiB)
+    assert figures["spike"]["status_reads"] == 1
+    # Past its floor, getrusage is the mark itself: no status read at all.
+    check_figures(figures["grown_quiet"], 0)
+    check_figures(figures["grown_spike"], 100 * MiB)
+    assert figures["grown_quiet"]["status_reads"] == figures["grown_spike"]["status_reads"] == 0
+
+
+def test_a_process_bigger_than_its_parent_never_reads_the_status_file() -> None:
+    figures = run_phases(parent_peak=0, child_keeps=0)
+    check_figures(figures["quiet"], 0)
+    check_figures(figures["spike"], 100 * MiB)
+    assert figures["quiet"]["status_reads"] == figures["spike"]["status_reads"] == 0
+
+
+def test_the_probe_leaves_malloc_thresholds_alone() -> None:
+    # Its self-test spike must not go through malloc: a freed 4 MiB malloc block raises
+    # glibc's mmap threshold to 4 MiB, and the tests' spikes below it would then come
+    # from the heap, stay resident, and never show again.  Each spike here is larger
+    # than the one before, so with the default threshold each is mapped and shows.
+    code = """
+import json
+from pytest_memstream.plugin.probe import HighWaterMark
+probe = HighWaterMark()
+growths = []
+for size in (1 << 20, 2 << 20, 3 << 20):
+    before = probe.begin_phase()
+    spike = b"x" * size
+    del spike
+    growths.append((probe.end_phase()[1] - before) / size)
+print(json.dumps(growths))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert all(growth >= 0.9 for growth in json.loads(done.stdout))
+
+
+def test_a_forked_child_reads_its_own_figures() -> None:
+    code = textwrap.dedent(
+        """
+        import os, json, sys
+        from pytest_memstream.plugin.probe import HighWaterMark
+        probe = HighWaterMark()
+        big = bytearray(300 << 20)  # the parent holds 300 MiB while it forks
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            del big  # copy-on-write: the child's RSS is its own, not the parent's
+            probe.begin_phase()
+            os.write(write, json.dumps(probe.end_phase()).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(json.dumps([json.loads(os.read(read, 1000)), probe.rss()]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    (child_rss, child_peak), parent_rss = json.loads(done.stdout)
+    assert parent_rss > 300 * MiB
+    assert child_rss < 200 * MiB
+    assert child_peak < 200 * MiB
