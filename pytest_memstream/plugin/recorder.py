@@ -19,7 +19,7 @@ import pytest
 from pytest_memstream import protocol
 from pytest_memstream.plugin.limits import Limit, LimitCheck, limit_of
 from pytest_memstream.plugin.probe import MemoryProbe
-from pytest_memstream.plugin.stream import Stream
+from pytest_memstream.plugin.stream import CurrentTest, Stream
 
 #: A test that grew by this much is sent at once rather than with the next batch.
 URGENT_GROWTH = 16 << 20
@@ -40,22 +40,20 @@ class Recorder:
         self._probe = probe
         self._last_rss: int | None = None
         self._index = -1
-        self._nodeid = ""
-        self._started = 0.0
-        self._phases: dict[str, list[Any]] = {}
-        self._outcomes: dict[str, str] = {}
+        self._test: CurrentTest | None = None
+        self._phase_started = 0.0
         self._fallback = msgpack.Packer(autoreset=False, use_bin_type=True)
         self.tests = 0
-        stream.emit(
-            "hello",
-            {
-                "pid": os.getpid(),
-                "method": probe.method,
-                "interval": stream.interval,
-                "rss": probe.rss(),
-                "platform": sys.platform,
-            },
-        )
+        hello = {
+            "k": "hello",
+            "t": time.time(),
+            "pid": os.getpid(),
+            "method": probe.method,
+            "interval": stream.interval,
+            "rss": probe.rss(),
+            "platform": sys.platform,
+        }
+        stream.emit(hello)
         stream.start()
 
     @property
@@ -65,7 +63,7 @@ class Recorder:
     @property
     def phases(self) -> dict[str, list[Any]]:
         """``phase -> [rss_before, rss_after, peak_rss, duration]`` of the current test."""
-        return self._phases
+        return self._test.phases if self._test is not None else {}
 
     def samples(self) -> list[tuple[str, float, int]]:
         """The sampler's recent ``(phase, time, rss)`` of the current test, oldest first."""
@@ -89,84 +87,99 @@ class Recorder:
         if self._limits or bad:
             config.pluginmanager.register(LimitCheck(self, self._limits, bad), "memstream-limits")
 
+    # Everything below runs for every test: it does only what it must, and leaves the
+    # rest (numbering, start and phase messages, packing) to the stream's thread.
+
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         self._index += 1
-        self._nodeid = item.nodeid
-        self._phases = {}
-        self._outcomes = {}
-        self._started = time.time()
-        # Each /proc read lets another thread take the GIL: read only what is not known.
+        nodeid = item.nodeid
+        limit = self._limits.get(nodeid) if self._limits else None
         # The RSS now is the RSS at the end of the previous test, microseconds ago.
         rss = self._last_rss if self._last_rss is not None else self._probe.rss()
-        start = {"i": self._index, "id": item.nodeid, "rss": rss}
-        if self._limits:
-            limit = self._limits.get(item.nodeid)
-            if limit is not None:
-                start["lim"] = limit.as_wire()
-        self._stream.emit("start", start)
+        test = CurrentTest(
+            self._index, nodeid, time.time(), rss, None if limit is None else limit.as_wire()
+        )
+        self._test = self._stream.test = test
         try:
             return (yield)
         finally:
-            self._stream.running = None
-            self._end()
+            self._stream.test = None
+            self._end(test)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self) -> Generator[None, object, object]:
-        return (yield from self._measure("setup"))
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_call(self) -> Generator[None, object, object]:
-        return (yield from self._measure("call"))
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_teardown(self) -> Generator[None, object, object]:
-        return (yield from self._measure("teardown"))
-
-    def _measure(self, phase: str) -> Generator[None, object, object]:
-        probe = self._probe
-        self._stream.running = (self._index, phase)
         # Setup reads the RSS afresh (growth is measured from it); call and teardown start
         # where the previous phase ended.
-        before = probe.begin_phase(None if phase == "setup" else self._last_rss)
-        start = time.perf_counter()
+        before = self._begin("setup", None)
         try:
             return (yield)
         finally:
-            duration = time.perf_counter() - start
-            after, peak = probe.end_phase()
-            self._last_rss = after
-            self._phases[phase] = [before, after, max(peak, before, after), duration]
+            self._finish("setup", before)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self) -> Generator[None, object, object]:
+        before = self._begin("call", self._last_rss)
+        try:
+            return (yield)
+        finally:
+            self._finish("call", before)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self) -> Generator[None, object, object]:
+        before = self._begin("teardown", self._last_rss)
+        try:
+            return (yield)
+        finally:
+            self._finish("teardown", before)
+
+    def _begin(self, phase: str, rss: int | None) -> int:
+        before = self._probe.begin_phase(rss)
+        if self._test is not None:
+            self._test.phase = phase
+        self._phase_started = time.perf_counter()
+        return before
+
+    def _finish(self, phase: str, before: int) -> None:
+        duration = time.perf_counter() - self._phase_started
+        after, peak = self._probe.end_phase()
+        self._last_rss = after
+        if self._test is not None:
+            self._test.phases[phase] = [before, after, max(peak, before, after), duration]
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        figures = self._phases.get(report.when) if report.nodeid == self._nodeid else None
-        if figures is None:
-            return
-        self._outcomes[report.when] = report.outcome
-        self._stream.emit(
-            "phase", {"i": self._index, "ph": report.when, "f": figures, "o": report.outcome}
-        )
+        test = self._test
+        if test is not None and report.nodeid == test.nodeid:
+            test.outcomes[report.when] = report.outcome
+            test.stops[report.when] = report.stop
 
-    def _end(self) -> None:
-        if not self._phases:
+    def _end(self, test: CurrentTest) -> None:
+        self._test = None
+        phases = test.phases
+        if not phases:
             return
-        outcome = _test_outcome(self._outcomes)
+        outcome = _test_outcome(test.outcomes)
         end = {
-            "i": self._index,
-            "id": self._nodeid,
+            "v": protocol.VERSION,
+            "k": "end",
+            "w": self._stream.worker,
+            "q": 0,  # numbered by the stream; the fallback copy keeps the 0
+            "t": time.time(),
+            "i": test.index,
+            "id": test.nodeid,
             "o": outcome,
             "m": self._probe.method,
-            "p": self._phases,
-            "t0": self._started,
+            "p": phases,
+            "t0": test.started,
         }
-        start = min(figures[0] for figures in self._phases.values())
-        peak = max(figures[2] for figures in self._phases.values())
-        urgent = peak - start >= URGENT_GROWTH or outcome in ("failed", "error")
-        self._stream.emit("end", end, urgent=urgent)
-        self._fallback.pack(
-            dict(end, v=protocol.VERSION, k="end", w=self._stream.worker, q=0, t=time.time())
-        )
+        self._fallback.pack(end)
+        peak = 0
+        for figures in phases.values():
+            if figures[2] > peak:
+                peak = figures[2]
+        urgent = peak - test.rss >= URGENT_GROWTH or outcome in ("failed", "error")
+        self._stream.emit(end, urgent=urgent)
         self.tests += 1
 
     def close(self, timeout: float) -> dict[str, Any]:

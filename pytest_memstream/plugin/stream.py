@@ -1,10 +1,13 @@
 """A worker's outgoing stream: a queue, and one background thread that samples and sends.
 
-The test's own thread only appends to a deque.  The background thread wakes once per
-interval: it samples RSS if a test is running, numbers the queued messages and sends
-them as one frame.  Wake-ups, not bytes, are what a stream costs on a busy machine, so
-the test thread wakes it early only when a message must be seen at once (a hungry test
-ended) or the queue is long.
+The test's own thread does as little as it can: it notes the running test in a
+:class:`CurrentTest` and, when the test ends, appends one ``end`` message to a deque.
+The background thread wakes once per interval: it samples RSS if a test is running,
+tells the sink about a test still running then (its ``start`` and the phases it has
+finished, each once), numbers the queued messages and sends them as one frame.  Most
+tests start and end between two wake-ups and cost one message; wake-ups, not bytes, are
+what a stream costs on a busy machine, so the test thread wakes the background thread
+early only when a message must be seen at once (a hungry test ended) or the queue is long.
 """
 
 from __future__ import annotations
@@ -20,10 +23,80 @@ from pytest_memstream.sender import Sender
 
 FLUSH_AT = 256
 CHUNK = 512
-#: Kinds that a test's ``end`` makes redundant when both leave in the same flush.
-SUPERSEDED = frozenset({"start", "phase"})
 #: Samples kept for the running test's limit failure message.
 RECENT = 64
+#: How long a worker may take to flush and close its stream at the end.
+CLOSE_TIMEOUT = 3.0
+
+
+class CurrentTest:
+    """The running test, written by the test's thread and read by the stream's."""
+
+    __slots__ = (
+        "index",
+        "limit",
+        "nodeid",
+        "outcomes",
+        "phase",
+        "phases",
+        "rss",
+        "started",
+        "stops",
+        "told",
+    )
+
+    def __init__(self, index: int, nodeid: str, started: float, rss: int, limit: Any) -> None:
+        self.index = index
+        self.nodeid = nodeid
+        self.started = started
+        self.rss = rss
+        #: ``[size, on]`` if the test has a memory limit.
+        self.limit = limit
+        #: The phase running now, "" between phases.
+        self.phase = "setup"
+        #: ``phase -> [rss_before, rss_after, peak_rss, duration]`` of finished phases.
+        self.phases: dict[str, list[Any]] = {}
+        #: ``phase -> outcome`` and ``phase -> time it ended``, once pytest reported it.
+        self.outcomes: dict[str, str] = {}
+        self.stops: dict[str, float] = {}
+        #: What the stream thread already sent: "start" and phase names.
+        self.told: set[str] | None = None
+
+    def progress(self) -> list[dict[str, Any]]:
+        """``start`` and ``phase`` messages not sent yet (called by the stream thread)."""
+        messages: list[dict[str, Any]] = []
+        told = self.told
+        if told is None:
+            told = self.told = {"start"}
+            start = {
+                "k": "start",
+                "t": self.started,
+                "i": self.index,
+                "id": self.nodeid,
+                "rss": self.rss,
+            }
+            if self.limit is not None:
+                start["lim"] = self.limit
+            messages.append(start)
+        # Copies taken in one C call each: the test's thread may be adding to them.  The
+        # logreport hook writes ``stops`` last, so a phase found in it has its outcome,
+        # and its figures unless another plugin's wrapper kept ours from running.
+        stops = dict(self.stops)
+        outcomes, phases = dict(self.outcomes), dict(self.phases)
+        for phase, stop in stops.items():
+            if phase not in told and phase in phases:
+                messages.append(
+                    {
+                        "k": "phase",
+                        "t": stop,
+                        "i": self.index,
+                        "ph": phase,
+                        "f": phases[phase],
+                        "o": outcomes[phase],
+                    }
+                )
+                told.add(phase)
+        return messages
 
 
 class Stream:
@@ -32,8 +105,8 @@ class Stream:
     def __init__(self, sender: Sender, probe: MemoryProbe, worker: str, interval: float) -> None:
         self.worker = worker
         self.interval = interval
-        #: ``(test index, phase)`` of the running test, read by the sampler.
-        self.running: tuple[int, str] | None = None
+        #: The running test, if any: what the sampler samples and the sink is told about.
+        self.test: CurrentTest | None = None
         #: The sampler's latest ``(test index, phase, time, rss)``: what a limit failure shows.
         self.recent: deque[tuple[int, str, float, int]] = deque(maxlen=RECENT)
         self._sender = sender
@@ -60,10 +133,9 @@ class Stream:
     def start(self) -> None:
         self._thread.start()
 
-    def emit(self, kind: str, fields: dict[str, Any], urgent: bool = False) -> None:
-        fields["k"] = kind
-        fields["t"] = time.time()
-        self._queue.append(fields)
+    def emit(self, message: dict[str, Any], urgent: bool = False) -> None:
+        """Queue ``message`` (with its ``k`` and ``t`` set) to be numbered and sent."""
+        self._queue.append(message)
         if urgent or len(self._queue) >= FLUSH_AT:
             self._wake.set()
 
@@ -79,33 +151,37 @@ class Stream:
         while True:
             wake.wait(self.interval)
             wake.clear()
-            running = self.running
-            if running is not None:
+            test = self.test
+            sample = None
+            if test is not None:
                 now, rss = time.time(), probe.rss()
                 probe.observe(rss)
-                self.recent.append((running[0], running[1], now, rss))
-                self._queue.append(
-                    {"k": "sample", "t": now, "i": running[0], "ph": running[1], "s": [[now, rss]]}
-                )
-            self._flush()
+                self.recent.append((test.index, test.phase, now, rss))
+                sample = {
+                    "k": "sample",
+                    "t": now,
+                    "i": test.index,
+                    "ph": test.phase,
+                    "s": [[now, rss]],
+                }
+            self._flush(test, sample)
             if self._stopping:
                 break
         bye = dict(self._bye, k="bye", t=time.time(), sent=self.sent, dropped=self.dropped)
         self._queue.append(bye)
-        self._flush()
+        self._flush(None, None)
         self._sender.close()
 
-    def _flush(self) -> None:
+    def _flush(self, test: CurrentTest | None, sample: dict[str, Any] | None) -> None:
         queue, pop = self._queue, self._queue.popleft
         messages: list[dict[str, Any]] = []
         while queue:
             messages.append(pop())
-        # A test that started and ended between two flushes is told by its end alone,
-        # which carries every phase: for most tests one message instead of five, and
-        # the sink's work per test (it shares two cores with the workers) drops with it.
-        ended = {m["i"] for m in messages if m["k"] == "end"}
-        if ended:
-            messages = [m for m in messages if m["k"] not in SUPERSEDED or m["i"] not in ended]
+        # A test whose end is in this batch needs no start: its end carries every phase.
+        if test is not None and not any(m["k"] == "end" and m["i"] == test.index for m in messages):
+            messages += test.progress()
+        if sample is not None:
+            messages.append(sample)
         for first in range(0, len(messages), CHUNK):
             batch = messages[first : first + CHUNK]
             for message in batch:
