@@ -42,7 +42,6 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_memstream.collector.sink import Sink, SinkError
     from pytest_memstream.collector.state import RunState
     from pytest_memstream.plugin.controller import Controller
-    from pytest_memstream.plugin.warn import GrowthAlarm, TerminalLines
 
     secret = protocol.new_secret()
     try:
@@ -50,6 +49,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except SinkError as exc:
         raise pytest.UsageError(f"memstream: {exc}") from None
     if settings.warn is not None:
+        from pytest_memstream.plugin.warn import GrowthAlarm, TerminalLines
+
         lines = TerminalLines(config)
         config.add_cleanup(lines.close)
         config.pluginmanager.register(lines, "memstream-terminal-lines")
@@ -85,6 +86,6 @@ class WorkerRole:
     def pytest_sessionfinish(self) -> None:
         # Here, not in unconfigure: xdist sends workeroutput right after this hook.
         workeroutput: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
-        from pytest_memstream.plugin.controller import CLOSE_TIMEOUT
+        from pytest_memstream.plugin.stream import CLOSE_TIMEOUT
 
         workeroutput["memstream"] = self.recorder.close(CLOSE_TIMEOUT)

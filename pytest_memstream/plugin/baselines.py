@@ -45,11 +45,6 @@ class Baselines:
         self.failure: list[str] = []
         self.problems: list[str] = []
 
-    @property
-    def wanted(self) -> bool:
-        s = self._settings
-        return s.save is not None or s.compare is not None or s.fail_on_increase is not None
-
     def finish(self, report: dict[str, Any], complete: bool) -> bool:
         """Compare ``report`` with the baseline, then save it; True if the run must fail.
 

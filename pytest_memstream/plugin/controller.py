@@ -14,11 +14,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_memstream.collector.html import write_html
 from pytest_memstream.collector.report import (
     Report,
     build_report,
@@ -27,9 +26,12 @@ from pytest_memstream.collector.report import (
     write_report,
 )
 from pytest_memstream.collector.sink import Sink
-from pytest_memstream.plugin.baselines import Baselines
 from pytest_memstream.plugin.options import Settings
-from pytest_memstream.plugin.recorder import Recorder
+from pytest_memstream.plugin.stream import CLOSE_TIMEOUT
+
+if TYPE_CHECKING:
+    from pytest_memstream.plugin.baselines import Baselines
+    from pytest_memstream.plugin.recorder import Recorder
 
 #: How long the controller waits for a finished worker's stream to drain: at most
 #: DRAIN_TIMEOUT, and no longer than DRAIN_QUIET once nothing arrives from it.
@@ -37,8 +39,6 @@ DRAIN_TIMEOUT = 5.0
 DRAIN_QUIET = 1.0
 #: A crashed worker's last sequence number is unknown: wait until it is quiet.
 CRASH_QUIET = 0.2
-#: How long a worker may take to flush and close its stream at the end.
-CLOSE_TIMEOUT = 3.0
 
 
 class Controller:
@@ -63,7 +63,11 @@ class Controller:
         self.html_written = False
         self.session_file: Path | None = None
         self._started = time.time()
-        self.baselines = Baselines(config, settings)
+        self.baselines: Baselines | None = None
+        if settings.baselines_wanted:
+            from pytest_memstream.plugin.baselines import Baselines
+
+            self.baselines = Baselines(config, settings)
 
     # --- workers ------------------------------------------------------------------------
 
@@ -167,13 +171,15 @@ class Controller:
         if self.settings.html_path is not None:
             self._write_html(self.report, self.settings.html_path)
         # Baselines (--memstream-save/-compare/-fail-on-increase): an increase fails the run.
-        increased = self.baselines.wanted and self.baselines.finish(self.report, not stopped)
+        increased = self.baselines is not None and self.baselines.finish(self.report, not stopped)
         if increased and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _write_html(self, report: Report, path: Path) -> None:
         # A picture is a nicety: whatever goes wrong with it costs a warning, never the run.
         try:
+            from pytest_memstream.collector.html import write_html
+
             write_html(report, path, self.settings.sort, self.settings.top)
         except Exception as exc:
             self.problems.append(f"could not write the HTML report: {exc}")
@@ -209,7 +215,8 @@ class Controller:
             terminalreporter.write_line(f"memstream: HTML report written to {settings.html_path}")
         for problem in self.problems:
             terminalreporter.write_line(f"memstream: warning: {problem}", yellow=True)
-        self.baselines.summary(terminalreporter)
+        if self.baselines is not None:
+            self.baselines.summary(terminalreporter)
 
     def pytest_unconfigure(self) -> None:
         if self.local is not None:

@@ -51,6 +51,12 @@ class Settings:
     #: Where to write the HTML report (collector/html.py), if anywhere.
     html_path: Path | None = None
 
+    @property
+    def baselines_wanted(self) -> bool:
+        return (
+            self.save is not None or self.compare is not None or self.fail_on_increase is not None
+        )
+
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("memstream", "memory of every test, streamed live (pytest-memstream)")
