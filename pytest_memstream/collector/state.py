@@ -49,16 +49,16 @@ class TestRecord:
     limit: list[Any] | None = None
 
     def __post_init__(self) -> None:
-        order = [name for name in PHASES if name in self.phases]
+        order = [figures for name in PHASES if (figures := self.phases.get(name)) is not None]
         if not order:
             return
-        first, last = self.phases[order[0]], self.phases[order[-1]]
-        self.rss_start, self.rss_end = first[0], last[1]
-        self.peak_rss = max(self.rss_start, *(self.phases[name][2] for name in order))
+        self.rss_start, self.rss_end = order[0][0], order[-1][1]
+        self.peak_rss = max(self.rss_start, *(figures[2] for figures in order))
         # A plateau that spans phases (a fixture's memory, alive during the call) belongs
         # to the phase that reached it first.
+        plateau = self.peak_rss - PLATEAU
         self.peak_phase = next(
-            name for name in order if self.phases[name][2] >= self.peak_rss - PLATEAU
+            name for name in PHASES if name in self.phases and self.phases[name][2] >= plateau
         )
         self.growth = self.peak_rss - self.rss_start
         self.kept = self.rss_end - self.rss_start
