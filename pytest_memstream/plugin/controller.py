@@ -111,14 +111,13 @@ class Controller:
                 "what it lost was filled in from the worker's own records"
             )
 
-    @pytest.hookimpl
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        # xdist's report for the test a worker died in; it carries the worker node.
-        if report.when == "???":  # type: ignore[comparison-overlap]
-            node = getattr(report, "node", None)
-            gateway = getattr(node, "gateway", None)
-            if gateway is not None:
-                self.state.note_crashed_test(gateway.id, report.nodeid)
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport) -> None:
+        # xdist's report for the test a worker died in; it carries the worker node.  (Not
+        # pytest_runtest_logreport: that would cost the controller a call per report.)
+        gateway = getattr(getattr(report, "node", None), "gateway", None)
+        if gateway is not None:
+            self.state.note_crashed_test(gateway.id, crashitem)
 
     # --- the run ------------------------------------------------------------------------
 
