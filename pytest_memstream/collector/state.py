@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ class TestRecord:
     method: str
     source: str
     #: ``phase -> [rss_before, rss_after, peak_rss, duration]``
-    phases: dict[str, list[Any]]
+    phases: dict[str, Sequence[Any]]
     started: float
     finished: float
     rss_start: int = 0
@@ -89,7 +90,7 @@ class RunningTest:
     phase: str = "setup"
     rss: int = 0
     peak: int = 0
-    phases: dict[str, list[Any]] = field(default_factory=dict)
+    phases: dict[str, Sequence[Any]] = field(default_factory=dict)
     samples: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
     limit: list[Any] | None = None
 

@@ -133,7 +133,7 @@ class LimitCheck:
         return report
 
 
-def _over(phases: dict[str, list[Any]], limit: Limit) -> tuple[int, str] | None:
+def _over(phases: Mapping[str, Sequence[Any]], limit: Limit) -> tuple[int, str] | None:
     """``(figure, phase)`` if ``phases`` went over ``limit``, else None."""
     if not phases:
         return None
@@ -149,7 +149,7 @@ def _over(phases: dict[str, list[Any]], limit: Limit) -> tuple[int, str] | None:
 def failure_message(
     nodeid: str,
     limit: Limit,
-    phases: dict[str, list[Any]],
+    phases: Mapping[str, Sequence[Any]],
     figure: int,
     phase: str,
     samples: Sequence[tuple[str, float, int]] = (),

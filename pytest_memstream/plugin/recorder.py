@@ -61,7 +61,7 @@ class Recorder:
         return self._stream
 
     @property
-    def phases(self) -> dict[str, list[Any]]:
+    def phases(self) -> dict[str, tuple[int, int, int, float]]:
         """``phase -> [rss_before, rss_after, peak_rss, duration]`` of the current test."""
         return self._test.phases if self._test is not None else {}
 
@@ -145,7 +145,10 @@ class Recorder:
         after, peak = self._probe.end_phase()
         self._last_rss = after
         if self._test is not None:
-            self._test.phases[phase] = [before, after, max(peak, before, after), duration]
+            # A tuple of numbers, which the garbage collector stops tracking: the figures
+            # wait in the queue for up to an interval, and tracked they would be promoted
+            # to the oldest generation and make every full collection of the run longer.
+            self._test.phases[phase] = (before, after, max(peak, before, after), duration)
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

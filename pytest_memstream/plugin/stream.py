@@ -55,7 +55,7 @@ class CurrentTest:
         #: The phase running now, "" between phases.
         self.phase = "setup"
         #: ``phase -> [rss_before, rss_after, peak_rss, duration]`` of finished phases.
-        self.phases: dict[str, list[Any]] = {}
+        self.phases: dict[str, tuple[int, int, int, float]] = {}
         #: ``phase -> outcome`` and ``phase -> time it ended``, once pytest reported it.
         self.outcomes: dict[str, str] = {}
         self.stops: dict[str, float] = {}
