@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from pytest_memstream import protocol
+from pytest_memstream.collector.report import build_report, summary_lines, summary_title
 from pytest_memstream.collector.state import RunState
 from pytest_memstream.plugin.probe import SampledPeak
 
@@ -136,3 +139,29 @@ def test_sampled_peak_probe_reports_the_largest_sample() -> None:
     assert peak == before + 500 * MiB
     assert probe.method == "sampled"
     assert after > 0
+
+
+@pytest.mark.parametrize("sort", ["growth", "peak", "kept"])
+@pytest.mark.parametrize("top", [1, 5, 0])
+def test_a_summary_only_report_prints_what_the_whole_one_does(sort: str, top: int) -> None:
+    # Without --memstream-json/-html/baselines the controller builds only the tests the
+    # summary shows; ties, a crashed test and the counts must come out the same.
+    state = RunState()
+    for worker in ("gw0", "gw1"):
+        w = Worker(worker)
+        state.expect(worker)
+        for i in range(40):
+            state.accept(w.test(i, growth=(i % 7) * MiB))  # many ties
+        state.accept([w.msg("start", i=40, id="t.py::test_dies", rss=100 * MiB)])
+        state.finish_worker(worker, None, "crashed")
+    run = {"started": 1000.0, "duration": 1.0, "complete": True}
+    whole = build_report(state, run)
+    summary = build_report(state, run, (sort, top))
+    assert whole["run"]["tests"] == summary["run"]["tests"] == 82
+    if top:
+        assert len(summary["tests"]) < len(whole["tests"])
+    for verbosity in (-1, 0, 1):
+        assert summary_lines(summary, sort, top, verbosity) == summary_lines(
+            whole, sort, top, verbosity
+        )
+    assert summary_title(summary, sort, top) == summary_title(whole, sort, top)

@@ -6,7 +6,9 @@ writes, so that a saved report prints exactly what the run printed.
 
 from __future__ import annotations
 
+import heapq
 import json
+import operator
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
 SCHEMA = "pytest-memstream/1"
 SORT_KEYS = ("growth", "peak", "kept")
+#: The field to sort by, in a report's tests and on a TestRecord alike.
 _SORT_FIELD = {"growth": "growth", "peak": "peak_rss", "kept": "kept"}
 _SORT_TITLE = {"growth": "memory growth", "peak": "peak RSS", "kept": "memory kept"}
 
@@ -72,16 +75,35 @@ def _worker_json(worker: WorkerState, tests: int) -> dict[str, Any]:
     }
 
 
-def build_report(state: RunState, run: dict[str, Any]) -> Report:
-    """The report document for everything ``state`` holds, plus ``run``'s facts."""
+def build_report(
+    state: RunState, run: dict[str, Any], top: tuple[str, int] | None = None
+) -> Report:
+    """The report document for everything ``state`` holds, plus ``run``'s facts.
+
+    With ``top`` = ``(sort, n)`` the document holds only what the terminal summary shows
+    of the tests (the top ``n`` by ``sort``, and any crashed test); ``run["tests"]``
+    still counts them all.  Building every test's entry costs the controller ~8 µs a
+    test at the very end of the run, and creates objects that cost a full collection.
+    """
     with state.cond:
         records = sorted(state.tests.values(), key=lambda r: (r.started, r.worker, r.index))
         per_worker: dict[str, int] = {}
         for record in records:
             per_worker[record.worker] = per_worker.get(record.worker, 0) + 1
         workers = [_worker_json(w, per_worker.get(w.id, 0)) for w in state.workers.values()]
-        run = dict(run, messages=state.messages, frames=state.frames, rejected=dict(state.rejects))
-        tests = [_test_json(record) for record in records]
+        run = dict(
+            run,
+            tests=len(records),
+            messages=state.messages,
+            frames=state.frames,
+            rejected=dict(state.rejects),
+        )
+    if top is not None and top[1] > 0:
+        key = operator.attrgetter(_SORT_FIELD[top[0]])
+        # nlargest is sorted(..., reverse=True)[:n]: ties rank as in the full report.
+        shown = {id(r) for r in heapq.nlargest(top[1], records, key=key)}
+        records = [r for r in records if id(r) in shown or r.outcome == "crashed"]
+    tests = [_test_json(record) for record in records]
     return {"schema": SCHEMA, "run": run, "workers": workers, "tests": tests}
 
 
@@ -106,7 +128,7 @@ def top_tests(report: Report, sort: str, top: int) -> list[dict[str, Any]]:
 
 
 def summary_title(report: Report, sort: str, top: int) -> str:
-    count = len(report["tests"])
+    count = report["run"].get("tests", len(report["tests"]))
     shown = count if top == 0 else min(top, count)
     return f"memstream: top {shown} tests by {_SORT_TITLE[sort]}"
 
@@ -191,7 +213,8 @@ def footer_line(report: Report) -> str:
     workers = report["workers"]
     run = report["run"]
     parts = [
-        f"{len(report['tests'])} tests on {len(workers)} worker{'s' if len(workers) != 1 else ''}",
+        f"{run.get('tests', len(report['tests']))} tests on {len(workers)} "
+        f"worker{'s' if len(workers) != 1 else ''}",
         f"{run.get('messages', 0):,} messages",
         f"{sum(w['lost'] for w in workers)} lost",
         f"{sum(w['recovered'] for w in workers)} recovered",

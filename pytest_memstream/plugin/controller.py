@@ -159,7 +159,10 @@ class Controller:
         for worker in list(self.state.workers.values()):
             if worker.status in ("expected", "running") and worker.received:
                 self.state.finish_worker(worker.id, None, None)
-        self.report = build_report(self.state, self._run_facts(stopped))
+        settings = self.settings
+        whole = settings.json_path or settings.html_path or settings.baselines_wanted
+        top = None if whole else (settings.sort, settings.top)
+        self.report = build_report(self.state, self._run_facts(stopped), top)
         if self.settings.json_path is not None:
             try:
                 write_report(self.report, self.settings.json_path)
