@@ -38,6 +38,7 @@ from typing import Any
 import zmq
 
 from pytest_memstream import protocol
+from pytest_memstream.collector.listen import Listener, viewer_binds
 from pytest_memstream.collector.state import RunState, TestRecord, WorkerState
 
 #: Shortest time between two updates: viewers redraw a few times a second.
@@ -59,14 +60,6 @@ READ_PER_WAKE = 64
 PART_BYTES = 256 << 10
 
 TestKey = tuple[str, int]
-
-
-def viewer_binds(sink_endpoint: str) -> tuple[str, str]:
-    """Where to bind the snapshot and updates sockets: next to the sink's own endpoint."""
-    if sink_endpoint.startswith("ipc://"):
-        return sink_endpoint + "-snapshot", sink_endpoint + "-updates"
-    host = sink_endpoint[len("tcp://") :].rsplit(":", 1)[0]
-    return f"tcp://{host}:*", f"tcp://{host}:*"
 
 
 def test_key(worker: str, index: int) -> str:
@@ -160,13 +153,23 @@ class Fanout:
     """The sink's viewer sockets and the mirror of what it last published."""
 
     def __init__(
-        self, context: zmq.Context[Any], state: RunState, secret: bytes, sink_endpoint: str
+        self,
+        context: zmq.Context[Any],
+        state: RunState,
+        secret: bytes,
+        sink_endpoint: str,
+        listeners: tuple[Listener, Listener] | None = None,
     ) -> None:
+        """Bind next to ``sink_endpoint``, or adopt ``listeners`` (see listen.py)."""
         self._state = state
         self._secret = secret
         snapshot_bind, updates_bind = viewer_binds(sink_endpoint)
         self._router = context.socket(zmq.ROUTER)
         self._xpub = context.socket(zmq.XPUB)
+        if listeners is not None:
+            snapshot_bind, updates_bind = (listener.endpoint for listener in listeners)
+            self._router.setsockopt(zmq.USE_FD, listeners[0].fd)
+            self._xpub.setsockopt(zmq.USE_FD, listeners[1].fd)
         try:
             self._router.setsockopt(zmq.LINGER, 0)
             self._router.setsockopt(zmq.SNDHWM, SNAPSHOT_HWM)
@@ -183,7 +186,11 @@ class Fanout:
         except zmq.ZMQError:
             self._router.close(linger=0)
             self._xpub.close(linger=0)
+            for listener in listeners or ():
+                listener.close()
             raise
+        for listener in listeners or ():
+            listener.adopted()
         self.endpoints = {
             "snapshot": self._router.getsockopt_string(zmq.LAST_ENDPOINT),
             "updates": self._xpub.getsockopt_string(zmq.LAST_ENDPOINT),

@@ -11,6 +11,7 @@ import zmq
 
 from pytest_memstream import protocol
 from pytest_memstream.collector.fanout import Fanout
+from pytest_memstream.collector.listen import Listener
 from pytest_memstream.collector.state import RunState
 from pytest_memstream.faults import Faults
 
@@ -38,21 +39,32 @@ class Sink:
     No input can stop it: anything that fails to decode is counted in ``state.rejects``.
     """
 
-    def __init__(self, state: RunState, secret: bytes, bind: str) -> None:
+    def __init__(
+        self,
+        state: RunState,
+        secret: bytes,
+        bind: str,
+        listeners: tuple[Listener, Listener, Listener] | None = None,
+    ) -> None:
+        """Bind to ``bind``, or adopt ``listeners`` (sink, snapshot, updates; listen.py)."""
         self.state = state
         self._secret = secret
         self._context = zmq.Context()
         try:
-            self._pull = self._bind(bind)
+            self._pull = self._bind(bind, listeners[0] if listeners else None)
         except zmq.ZMQError as exc:
             self._context.destroy(linger=0)
+            for listener in listeners or ():
+                listener.close()
             raise SinkError(f"cannot bind the sink to {bind!r}: {exc}") from None
         self.endpoint = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
         #: Why viewers cannot attach, if they cannot; the run goes on without them.
         self.viewer_problem = ""
         self.fanout: Fanout | None = None
         try:
-            self.fanout = Fanout(self._context, state, secret, self.endpoint)
+            self.fanout = Fanout(
+                self._context, state, secret, self.endpoint, listeners[1:] if listeners else None
+            )
         except zmq.ZMQError as exc:
             self.viewer_problem = f"cannot bind the viewer sockets next to {self.endpoint}: {exc}"
         #: ``{"snapshot": endpoint, "updates": endpoint}`` for viewers (see ``fanout``).
@@ -72,7 +84,7 @@ class Sink:
         self._thread = threading.Thread(target=self._run, name="memstream-sink", daemon=True)
         self.internal_errors = 0
 
-    def _bind(self, bind: str) -> zmq.Socket[bytes]:
+    def _bind(self, bind: str, listener: Listener | None) -> zmq.Socket[bytes]:
         pull = self._context.socket(zmq.PULL)
         pull.setsockopt(zmq.LINGER, 0)
         pull.setsockopt(zmq.RCVHWM, RECV_HWM)
@@ -81,11 +93,16 @@ class Sink:
         host = bind[len("tcp://") :] if bind.startswith("tcp://") else None
         if host is not None and (host.endswith("]") or ":" not in host):
             bind += ":*"  # a host without a port: any free port
+        if listener is not None:
+            pull.setsockopt(zmq.USE_FD, listener.fd)
+            bind = listener.endpoint
         try:
             pull.bind(bind)
         except zmq.ZMQError:
             pull.close()
             raise
+        if listener is not None:
+            listener.adopted()
         return pull
 
     def start(self) -> None:

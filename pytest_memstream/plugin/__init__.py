@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,7 +20,9 @@ from pytest_memstream.plugin.limits import marker_line
 from pytest_memstream.plugin.options import add_options, resolve
 
 if TYPE_CHECKING:
+    from pytest_memstream.collector.sink import Sink
     from pytest_memstream.plugin.recorder import Recorder
+    from pytest_memstream.plugin.warn import TerminalLines
 
 # Everything else (ZeroMQ, msgpack, psutil, the sink) is imported only once the plugin is
 # switched on: an installed plugin that is off must not cost every pytest run an import.
@@ -38,27 +43,32 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if not settings.enabled or config.getoption("collectonly"):
         return
-    from pytest_memstream import protocol
-    from pytest_memstream.collector.sink import Sink, SinkError
-    from pytest_memstream.collector.state import RunState
-    from pytest_memstream.plugin.controller import Controller
+    from pytest_memstream.plugin.controller import Controller, SinkStarter
 
-    secret = protocol.new_secret()
-    try:
-        sink = Sink(RunState(), secret, settings.bind)
-    except SinkError as exc:
-        raise pytest.UsageError(f"memstream: {exc}") from None
+    alarm: Callable[[Sink], None] = _no_alarm
     if settings.warn is not None:
-        from pytest_memstream.plugin.warn import GrowthAlarm, TerminalLines
+        from pytest_memstream.plugin.warn import TerminalLines
 
         lines = TerminalLines(config)
         config.add_cleanup(lines.close)
         config.pluginmanager.register(lines, "memstream-terminal-lines")
-        sink.listeners.append(GrowthAlarm(sink.state, settings.warn, lines).check)
-    sink.start()
-    controller = Controller(config, settings, sink, secret, start_recorder)
+        alarm = functools.partial(_add_alarm, settings.warn, lines)
+    secret = os.urandom(32)  # what secrets.token_bytes does, without importing hashlib
+    starter = SinkStarter(secret, settings.bind, alarm)
+    controller = Controller(config, settings, starter, secret, start_recorder)
     config.pluginmanager.register(controller, "memstream-controller")
     controller.write_session_file()
+
+
+def _no_alarm(sink: Sink) -> None:
+    pass
+
+
+def _add_alarm(size: int, lines: TerminalLines, sink: Sink) -> None:
+    """Announce hungry tests on the terminal: the sink checks after each batch it applies."""
+    from pytest_memstream.plugin.warn import GrowthAlarm
+
+    sink.listeners.append(GrowthAlarm(sink.state, size, lines).check)
 
 
 def start_recorder(config: pytest.Config, spec: dict[str, Any]) -> Recorder:
@@ -86,6 +96,6 @@ class WorkerRole:
     def pytest_sessionfinish(self) -> None:
         # Here, not in unconfigure: xdist sends workeroutput right after this hook.
         workeroutput: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
-        from pytest_memstream.plugin.stream import CLOSE_TIMEOUT
+        from pytest_memstream.plugin.controller import CLOSE_TIMEOUT
 
         workeroutput["memstream"] = self.recorder.close(CLOSE_TIMEOUT)

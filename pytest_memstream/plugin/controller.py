@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_memstream.collector.listen import Listener, listen, viewer_binds
 from pytest_memstream.collector.report import (
     Report,
     build_report,
@@ -25,11 +27,11 @@ from pytest_memstream.collector.report import (
     summary_title,
     write_report,
 )
-from pytest_memstream.collector.sink import Sink
 from pytest_memstream.plugin.options import Settings
-from pytest_memstream.plugin.stream import CLOSE_TIMEOUT
 
 if TYPE_CHECKING:
+    from pytest_memstream.collector.sink import Sink
+    from pytest_memstream.collector.state import RunState
     from pytest_memstream.plugin.baselines import Baselines
     from pytest_memstream.plugin.recorder import Recorder
 
@@ -41,19 +43,116 @@ DRAIN_QUIET = 1.0
 CRASH_QUIET = 0.2
 
 
+#: How long a worker (or the local recorder) may take to flush and close its stream.
+CLOSE_TIMEOUT = 3.0
+
+
+class SinkStarter:
+    """Builds and starts the sink on a thread, while xdist starts the workers.
+
+    Its addresses are known at once, because its sockets are bound here before ZeroMQ is
+    even imported (see collector/listen.py); ZeroMQ, the sink's sockets and its thread
+    then cost the workers nothing.  An address that cannot be bound that way (a host
+    name, ``ipc://``) makes the sink on this thread, before the workers start.
+    """
+
+    def __init__(self, secret: bytes, bind: str, ready: Callable[[Sink], None]) -> None:
+        self._secret = secret
+        self._bind = bind
+        self._ready = ready
+        self._sink: Sink | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        listeners = _listen_all(bind)
+        if listeners is None:
+            self._build(None)
+            sink = self.sink()
+            self.endpoint = sink.endpoint
+            self.viewer_endpoints = dict(sink.viewer_endpoints)
+            self.viewer_problem = sink.viewer_problem
+            return
+        self.endpoint = listeners[0].endpoint
+        self.viewer_endpoints = {
+            "snapshot": listeners[1].endpoint,
+            "updates": listeners[2].endpoint,
+        }
+        self.viewer_problem = ""
+        self._thread = threading.Thread(
+            target=self._build, args=(listeners,), name="memstream-sink-setup", daemon=True
+        )
+        self._thread.start()
+
+    def _build(self, listeners: tuple[Listener, Listener, Listener] | None) -> None:
+        try:
+            from pytest_memstream.collector.sink import Sink, SinkError
+            from pytest_memstream.collector.state import RunState
+
+            try:
+                sink = Sink(RunState(), self._secret, self._bind, listeners)
+            except SinkError as exc:
+                raise pytest.UsageError(f"memstream: {exc}") from None
+            self._ready(sink)
+            sink.start()
+            self._sink = sink
+        except BaseException as exc:  # handed to whoever asks for the sink
+            self._error = exc
+            for listener in listeners or ():
+                listener.close()  # those ZeroMQ never adopted
+
+    def sink(self) -> Sink:
+        """The running sink, once it is built (waits for the thread that builds it)."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._sink is None:
+            if isinstance(self._error, pytest.UsageError):
+                raise self._error
+            raise pytest.UsageError(f"memstream: the sink could not start: {self._error!r}")
+        return self._sink
+
+    def started(self) -> Sink | None:
+        """The sink if it started, without raising (for cleaning up)."""
+        try:
+            return self.sink()
+        except pytest.UsageError:
+            return None
+
+
+def _listen_all(bind: str) -> tuple[Listener, Listener, Listener] | None:
+    """The sink's and the viewers' sockets, bound; None where ZeroMQ must bind them."""
+    try:
+        sink = listen(bind)
+    except OSError as exc:
+        raise pytest.UsageError(f"memstream: cannot bind the sink to {bind!r}: {exc}") from None
+    if sink is None:
+        return None
+    bound = [sink]
+    try:
+        for viewer_bind in viewer_binds(sink.endpoint):
+            listener = listen(viewer_bind)
+            if listener is None:
+                break
+            bound.append(listener)
+    except OSError:
+        pass  # ZeroMQ will bind them, or say why it cannot
+    if len(bound) != 3:
+        for listener in bound:
+            listener.close()
+        return None
+    return bound[0], bound[1], bound[2]
+
+
 class Controller:
     def __init__(
         self,
         config: pytest.Config,
         settings: Settings,
-        sink: Sink,
+        starter: SinkStarter,
         secret: bytes,
         start_recorder: Callable[[pytest.Config, dict[str, Any]], Recorder],
     ) -> None:
         self.config = config
         self.settings = settings
-        self.sink = sink
-        self.state = sink.state
+        self.starter = starter
         self.secret = secret
         self._start_recorder = start_recorder
         self.local: Recorder | None = None
@@ -69,13 +168,21 @@ class Controller:
 
             self.baselines = Baselines(config, settings)
 
+    @property
+    def sink(self) -> Sink:
+        return self.starter.sink()
+
+    @property
+    def state(self) -> RunState:
+        return self.starter.sink().state
+
     # --- workers ------------------------------------------------------------------------
 
     def worker_spec(self, worker: str) -> dict[str, Any]:
         """What a worker needs to stream: only basic types (execnet sends it)."""
         self.state.expect(worker)
         return {
-            "endpoint": self.sink.endpoint,
+            "endpoint": self.starter.endpoint,
             "secret": self.secret.hex(),
             "worker": worker,
             "interval": self.settings.interval,
@@ -128,12 +235,13 @@ class Controller:
             self.local = self._start_recorder(self.config, self.worker_spec("main"))
 
     def pytest_report_header(self) -> list[str]:
-        lines = [f"memstream: sink {self.sink.endpoint}"]
-        if self.sink.viewer_endpoints:
-            lines.append(f"memstream: viewers attach at {self.sink.viewer_endpoints['snapshot']}")
+        starter = self.starter
+        lines = [f"memstream: sink {starter.endpoint}"]
+        if starter.viewer_endpoints:
+            lines.append(f"memstream: viewers attach at {starter.viewer_endpoints['snapshot']}")
         else:
-            lines.append(f"memstream: no viewers for this run: {self.sink.viewer_problem}")
-        if not _is_loopback(self.sink.endpoint):
+            lines.append(f"memstream: no viewers for this run: {starter.viewer_problem}")
+        if not _is_loopback(starter.endpoint):
             lines.append(
                 "memstream: the sink listens beyond this machine; frames are authenticated "
                 "with the run's secret but not encrypted"
@@ -193,7 +301,7 @@ class Controller:
         return {
             "started": self._started,
             "duration": time.time() - self._started,
-            "endpoint": self.sink.endpoint,
+            "endpoint": self.starter.endpoint,
             "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
             "python": sys.version.split()[0],
             "pytest": pytest.__version__,
@@ -224,7 +332,9 @@ class Controller:
         if self.local is not None:
             self.local.close(CLOSE_TIMEOUT)
             self.local = None
-        self.sink.stop()
+        sink = self.starter.started()
+        if sink is not None:
+            sink.stop()
         if self.session_file is not None:
             self.session_file.unlink(missing_ok=True)
 
@@ -240,13 +350,13 @@ class Controller:
             path = directory / f"session-{os.getpid()}.json"
             tmp = path.with_suffix(".tmp")
             content = {
-                "endpoint": self.sink.endpoint,
+                "endpoint": self.starter.endpoint,
                 "secret": self.secret.hex(),
                 "pid": os.getpid(),
                 "started": self._started,
                 "rootdir": str(self.config.rootpath),
                 # Where `memstream watch` attaches; see docs/protocol.md.
-                "viewers": dict(self.sink.viewer_endpoints),
+                "viewers": dict(self.starter.viewer_endpoints),
             }
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as file:

@@ -25,8 +25,6 @@ FLUSH_AT = 256
 CHUNK = 512
 #: Samples kept for the running test's limit failure message.
 RECENT = 64
-#: How long a worker may take to flush and close its stream at the end.
-CLOSE_TIMEOUT = 3.0
 
 
 class CurrentTest:

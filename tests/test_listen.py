@@ -1,0 +1,116 @@
+"""Sockets bound before ZeroMQ is imported, and the sink built on a thread behind them."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from pytest_memstream import protocol
+from pytest_memstream.collector.listen import listen
+from pytest_memstream.collector.sink import Sink
+from pytest_memstream.plugin.controller import SinkStarter
+
+
+def no_alarm(sink: Sink) -> None:
+    pass
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize(
+    "bind", ["tcp://localhost", "tcp://eth0:*", "tcp://[::1]:*", "ipc:///tmp/x", "tcp://1.2.3.4:x"]
+)
+def test_what_only_zeromq_can_bind_is_left_to_it(bind: str) -> None:
+    assert listen(bind) is None
+
+
+@pytest.mark.parametrize("bind", ["tcp://127.0.0.1", "tcp://127.0.0.1:*", "tcp://*:*"])
+def test_a_literal_address_is_bound_on_a_free_port(bind: str) -> None:
+    listener = listen(bind)
+    assert listener is not None
+    host, _, port = listener.endpoint[len("tcp://") :].partition(":")
+    assert host == ("0.0.0.0" if "*:" in bind else "127.0.0.1")
+    assert int(port) > 0
+    assert not os.get_inheritable(listener.fd)  # xdist's workers must not hold it open
+    listener.close()
+    assert listener.fd == -1
+
+
+def test_an_address_in_use_is_a_clear_usage_error() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(
+            pytest.UsageError, match=rf"cannot bind the sink to 'tcp://127.0.0.1:{port}'"
+        ):
+            SinkStarter(protocol.new_secret(), f"tcp://127.0.0.1:{port}", no_alarm)
+    finally:
+        taken.close()
+
+
+def test_a_worker_that_connects_before_the_sink_exists_is_heard(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    secret = protocol.new_secret()
+    starter = SinkStarter(secret, "tcp://127.0.0.1", no_alarm)
+    # The worker side may connect and send at once: the kernel holds the connection
+    # until ZeroMQ, on the starter's thread, adopts the listening socket.
+    push = context.socket(zmq.PUSH)
+    push.connect(starter.endpoint)
+    hello = {
+        "v": 1,
+        "k": "hello",
+        "w": "gw0",
+        "q": 0,
+        "t": 1.0,
+        "pid": 1,
+        "method": "hwm",
+        "interval": 0.1,
+        "rss": 1,
+        "platform": "linux",
+    }
+    sink = starter.sink()
+    sink.state.expect("gw0")
+    push.send_multipart(protocol.encode_frame(secret, [hello]))
+    assert sink.endpoint == starter.endpoint
+    assert sink.viewer_endpoints == starter.viewer_endpoints
+    assert sink.state.wait_drained("gw0", 0, quiet=10.0, timeout=10.0)
+    assert sink.state.workers["gw0"].pid == 1
+    push.close(linger=0)
+    sink.stop()
+
+
+def test_a_host_name_makes_the_sink_at_once() -> None:
+    starter = SinkStarter(protocol.new_secret(), "tcp://localhost", no_alarm)
+    sink = starter.sink()
+    assert starter.endpoint == sink.endpoint
+    assert starter.endpoint.startswith("tcp://127.0.0.1:") or starter.endpoint.startswith(
+        "tcp://[::1]:"
+    )
+    sink.stop()
+
+
+def test_a_sink_that_cannot_start_is_named_when_it_is_needed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A ZeroMQ without ZMQ_USE_FD, say: the thread fails, and the controller says so
+    # where it first needs the sink instead of hanging or losing the reason.
+    def broken(*args: object) -> None:
+        raise RuntimeError("no USE_FD here")
+
+    monkeypatch.setattr(Sink, "__init__", broken)
+    starter = SinkStarter(protocol.new_secret(), "tcp://127.0.0.1", no_alarm)
+    with pytest.raises(pytest.UsageError, match=r"the sink could not start: .*no USE_FD here"):
+        starter.sink()
+    assert starter.started() is None
