@@ -114,3 +114,18 @@ def test_a_sink_that_cannot_start_is_named_when_it_is_needed(
     with pytest.raises(pytest.UsageError, match=r"the sink could not start: .*no USE_FD here"):
         starter.sink()
     assert starter.started() is None
+
+
+def test_viewer_sockets_that_fail_after_one_bind_cost_only_the_viewers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The snapshot socket has adopted its descriptor when the updates socket fails:
+    # closing that descriptor a second time would abort the process inside libzmq.
+    monkeypatch.setattr(zmq, "XPUB_VERBOSER", 9999)  # an option ZeroMQ rejects
+    starter = SinkStarter(protocol.new_secret(), "tcp://127.0.0.1", no_alarm)
+    sink = starter.sink()
+    assert sink.fanout is None
+    assert "cannot bind the viewer sockets" in sink.viewer_problem
+    assert starter.viewer_endpoints == {}
+    assert starter.viewer_problem == sink.viewer_problem
+    sink.stop()

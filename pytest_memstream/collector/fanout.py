@@ -176,6 +176,8 @@ class Fanout:
             self._router.setsockopt(zmq.RCVHWM, 100)
             self._router.setsockopt(zmq.MAXMSGSIZE, 4096)  # requests are tiny
             self._router.bind(snapshot_bind)
+            if listeners is not None:
+                listeners[0].adopted()  # ZeroMQ closes it with the socket from now on
             # Every subscription and unsubscription, also from viewers that die, so that
             # the fan-out knows whether anyone listens.
             self._xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
@@ -183,14 +185,14 @@ class Fanout:
             self._xpub.setsockopt(zmq.LINGER, FINAL_LINGER_MS)
             self._xpub.setsockopt(zmq.MAXMSGSIZE, 4096)  # subscriptions are tiny
             self._xpub.bind(updates_bind)
+            if listeners is not None:
+                listeners[1].adopted()
         except zmq.ZMQError:
             self._router.close(linger=0)
             self._xpub.close(linger=0)
             for listener in listeners or ():
-                listener.close()
+                listener.close()  # only those ZeroMQ did not adopt
             raise
-        for listener in listeners or ():
-            listener.adopted()
         self.endpoints = {
             "snapshot": self._router.getsockopt_string(zmq.LAST_ENDPOINT),
             "updates": self._xpub.getsockopt_string(zmq.LAST_ENDPOINT),

@@ -108,6 +108,10 @@ class Sink:
     def start(self) -> None:
         self._thread.start()
 
+    def discard(self) -> None:
+        """Let go of a sink that was never started: its sockets, ports and context."""
+        self._context.destroy(linger=0)
+
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread.is_alive():
             self._stopper.send(b"stop")

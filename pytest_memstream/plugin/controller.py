@@ -63,6 +63,9 @@ class SinkStarter:
         self._sink: Sink | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self.endpoint = ""
+        self.viewer_endpoints: dict[str, str] = {}
+        self.viewer_problem = ""
         listeners = _listen_all(bind)
         if listeners is None:
             self._build(None)
@@ -91,8 +94,12 @@ class SinkStarter:
                 sink = Sink(RunState(), self._secret, self._bind, listeners)
             except SinkError as exc:
                 raise pytest.UsageError(f"memstream: {exc}") from None
-            self._ready(sink)
-            sink.start()
+            try:
+                self._ready(sink)
+                sink.start()
+            except BaseException:
+                sink.discard()
+                raise
             self._sink = sink
         except BaseException as exc:  # handed to whoever asks for the sink
             self._error = exc
@@ -107,6 +114,9 @@ class SinkStarter:
             if isinstance(self._error, pytest.UsageError):
                 raise self._error
             raise pytest.UsageError(f"memstream: the sink could not start: {self._error!r}")
+        if self._sink.viewer_problem and not self.viewer_problem:
+            # The viewer sockets failed after their addresses were announced.
+            self.viewer_endpoints, self.viewer_problem = {}, self._sink.viewer_problem
         return self._sink
 
     def started(self) -> Sink | None:
@@ -180,7 +190,10 @@ class Controller:
 
     def worker_spec(self, worker: str) -> dict[str, Any]:
         """What a worker needs to stream: only basic types (execnet sends it)."""
+        announced = bool(self.starter.viewer_endpoints)
         self.state.expect(worker)
+        if announced and not self.starter.viewer_endpoints:
+            self.write_session_file()  # it named viewer sockets that do not exist
         return {
             "endpoint": self.starter.endpoint,
             "secret": self.secret.hex(),
@@ -218,7 +231,7 @@ class Controller:
                 "what it lost was filled in from the worker's own records"
             )
 
-    @pytest.hookimpl(optionalhook=True)
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport) -> None:
         # xdist's report for the test a worker died in; it carries the worker node.  (Not
         # pytest_runtest_logreport: that would cost the controller a call per report.)
