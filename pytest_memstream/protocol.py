@@ -99,7 +99,8 @@ def _str(max_len: int) -> Check:
 
 def _choice(options: frozenset[str] | tuple[str, ...]) -> Check:
     def check(value: Any) -> str:
-        if value not in options or type(value) is not str:
+        # The type first: a list or a map is not even hashable.
+        if type(value) is not str or value not in options:
             raise ValueError(f"expected one of {sorted(options)}, got {value!r:.40}")
         return value
 

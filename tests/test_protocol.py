@@ -144,3 +144,23 @@ def test_optional_fields_may_be_left_out_but_are_checked_when_present() -> None:
     for bad in ([0, "growth"], [1, "rss"], [1], "200M"):
         with pytest.raises(ProtocolError, match=r"schema: start\.lim: "):
             protocol.check_message(message(lim=bad))
+
+
+@pytest.mark.parametrize("field", ["o", "m"])
+def test_an_unhashable_choice_is_a_schema_reject(field: str) -> None:
+    raw = {
+        "v": 1,
+        "k": "end",
+        "w": "gw0",
+        "q": 0,
+        "t": 1.0,
+        "i": 0,
+        "id": "t.py::t",
+        "o": "passed",
+        "m": "hwm",
+        "p": {"call": [1, 1, 1, 0.1]},
+        "t0": 1.0,
+    }
+    raw[field] = ["passed"]
+    with pytest.raises(ProtocolError, match=rf"end\.{field}: expected one of"):
+        protocol.check_message(raw)
