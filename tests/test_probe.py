@@ -44,11 +44,12 @@ def phase(size):
     after, peak = probe.end_phase()
     return {"before": before, "after": after, "peak": peak, "status_reads": status_reads}
 
-out = {"fast": probe._fast, "floor": probe._floor << 10, "quiet": phase(0),
+out = {"trust": probe._trust, "floor": probe._floor << 10, "quiet": phase(0),
        "spike": phase(100 << 20)}
 kept = b"x" * int(sys.argv[1])  # written, so resident: this process grows past its floor
 out["grown_quiet"] = phase(0)
 out["grown_spike"] = phase(100 << 20)
+out["trust_at_end"] = probe._trust
 print(json.dumps(out))
 """
 
@@ -87,19 +88,24 @@ def test_a_process_smaller_than_its_parent_reads_exact_peaks() -> None:
     # The child starts below the 400 MiB it inherited: getrusage alone would report 400
     # MiB for every phase, so the probe must see that and read the status file.
     figures = run_phases(parent_peak=400 * MiB, child_keeps=500 * MiB)
-    assert figures["fast"]
     assert figures["floor"] >= 400 * MiB > figures["quiet"]["after"] + 300 * MiB
+    # Its self-test spike cannot show above the inherited maximum: nothing proven yet.
+    assert figures["trust"] is None
     check_figures(figures["quiet"], 0)
     check_figures(figures["spike"], 100 * MiB)
-    assert figures["spike"]["status_reads"] == 1
-    # Past its floor, getrusage is the mark itself: no status read at all.
+    assert figures["quiet"]["status_reads"] == figures["spike"]["status_reads"] == 1
+    # Past its floor, the first reading is proven against the status file once; from
+    # then on getrusage is the mark itself.
     check_figures(figures["grown_quiet"], 0)
     check_figures(figures["grown_spike"], 100 * MiB)
-    assert figures["grown_quiet"]["status_reads"] == figures["grown_spike"]["status_reads"] == 0
+    assert figures["grown_quiet"]["status_reads"] == 1
+    assert figures["grown_spike"]["status_reads"] == 0
+    assert figures["trust_at_end"] is True
 
 
 def test_a_process_bigger_than_its_parent_never_reads_the_status_file() -> None:
     figures = run_phases(parent_peak=0, child_keeps=0)
+    assert figures["trust"] is True
     check_figures(figures["quiet"], 0)
     check_figures(figures["spike"], 100 * MiB)
     assert figures["quiet"]["status_reads"] == figures["spike"]["status_reads"] == 0
@@ -123,7 +129,8 @@ for size in (1 << 20, 2 << 20, 3 << 20):
 print(json.dumps(growths))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert all(growth >= 0.9 for growth in json.loads(done.stdout))
+    # A raised threshold shows as about 0; the kernel's per-CPU counters lag a little.
+    assert all(growth >= 0.5 for growth in json.loads(done.stdout))
 
 
 def test_a_forked_child_reads_its_own_figures() -> None:

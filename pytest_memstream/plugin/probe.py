@@ -9,6 +9,7 @@ report says so (``peak_method: sampled``).
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import sys
@@ -71,29 +72,49 @@ class HighWaterMark(MemoryProbe):
     def __init__(self) -> None:
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._open()
+        try:
+            #: Whether getrusage follows the mark: True, False, or None while unproven.
+            self._trust = self._self_test()
+        except BaseException:
+            self._close()
+            raise
         # A forked child (a test using multiprocessing) must not read its parent's files.
         os.register_at_fork(after_in_child=self._reopen)
-        self._fast = self._getrusage_follows_the_mark()
 
     def _open(self) -> None:
         # The descriptors stay open: a reset then costs ~1 µs and a statm read ~1 µs.
-        self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
-        self._status = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
-        self._clear_refs = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
-        os.write(self._clear_refs, b"5")
+        fds: list[int] = []
+        try:
+            for path, mode in _FILES:
+                fds.append(os.open(path, mode | os.O_CLOEXEC))
+            os.write(fds[2], b"5")
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        self._statm, self._status, self._clear_refs = fds
         self._floor = _maxrss_kib()
 
-    def _reopen(self) -> None:
+    def _close(self) -> None:
         for fd in (self._statm, self._status, self._clear_refs):
-            os.close(fd)
-        self._open()
+            if fd >= 0:
+                os.close(fd)
+        self._statm = self._status = self._clear_refs = -1
 
-    def _getrusage_follows_the_mark(self) -> bool:
+    def _reopen(self) -> None:
+        self._close()
+        # A child that cannot read its own files never measures: it must still start.
+        with contextlib.suppress(OSError):
+            self._open()
+
+    def _self_test(self) -> bool | None:
         """Whether ``getrusage`` saw a spike that the status file saw (it does on Linux).
 
         Also proves that both files parse here.  The spike, 4 MiB for an instant, is
         mapped directly and populated by the kernel: through malloc it would raise
-        glibc's mmap threshold and change how the tests' own memory behaves.
+        glibc's mmap threshold and change how the tests' own memory behaves.  In a
+        process below its inherited maximum the spike cannot show in ``getrusage``:
+        the proof then waits for the first reading above the floor (see end_phase).
         """
         os.write(self._clear_refs, b"5")
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
@@ -101,7 +122,10 @@ class HighWaterMark(MemoryProbe):
         rss, status_peak = self._status_figures()
         if status_peak - rss < SELF_TEST_SPIKE // 2:
             return False  # the spike never showed: no proof either way, so read the status
-        return _maxrss_kib() << 10 >= status_peak - SELF_TEST_SPIKE // 4
+        mark = _maxrss_kib()
+        if mark <= self._floor:
+            return None
+        return _follows(mark, status_peak)
 
     def rss(self) -> int:
         return int(os.pread(self._statm, 64, 0).split()[1]) * self._page
@@ -111,19 +135,37 @@ class HighWaterMark(MemoryProbe):
         return self.rss() if rss is None else rss
 
     def end_phase(self) -> tuple[int, int]:
-        if self._fast:
+        if self._trust is not False:
             rss = self.rss()
             mark = _maxrss_kib()
             if mark > self._floor:
-                # getrusage sums per-CPU counters lazily: it may lag statm by a few pages.
-                return rss, max(mark << 10, rss)
-            if mark << 10 <= rss:
+                if self._trust:
+                    # getrusage sums per-CPU counters lazily: it may lag statm a little.
+                    return rss, max(mark << 10, rss)
+                # The first reading above the floor: prove it against the status file.
+                rss, peak = self._status_figures()
+                self._trust = _follows(mark, peak)
+                return rss, peak
+            if self._trust and mark << 10 <= rss:
                 return rss, rss
         return self._status_figures()
 
     def _status_figures(self) -> tuple[int, int]:
         status = os.pread(self._status, 8192, 0)
         return _status_kb(status, b"VmRSS:") * 1024, _status_kb(status, b"VmHWM:") * 1024
+
+
+_FILES = (
+    ("/proc/self/statm", os.O_RDONLY),
+    ("/proc/self/status", os.O_RDONLY),
+    ("/proc/self/clear_refs", os.O_WRONLY),
+)
+
+
+def _follows(mark_kib: int, status_peak: int) -> bool:
+    """Whether a getrusage reading agrees with the status file's mark, give or take the
+    kernel's lazily summed per-CPU counters."""
+    return mark_kib << 10 >= status_peak - SELF_TEST_SPIKE // 4
 
 
 def _maxrss_kib() -> int:
