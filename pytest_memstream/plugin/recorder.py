@@ -88,7 +88,7 @@ class Recorder:
             config.pluginmanager.register(LimitCheck(self, self._limits, bad), "memstream-limits")
 
     # Everything below runs for every test: it does only what it must, and leaves the
-    # rest (numbering, start and phase messages, packing) to the stream's thread.
+    # rest (numbering, start and phase messages, frames) to the stream's thread.
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
