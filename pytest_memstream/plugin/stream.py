@@ -50,9 +50,9 @@ class CurrentTest:
         self.rss = rss
         #: ``[size, on]`` if the test has a memory limit.
         self.limit = limit
-        #: The phase running now, "" between phases.
+        #: The phase running now (between phases, the one that ran last).
         self.phase = "setup"
-        #: ``phase -> [rss_before, rss_after, peak_rss, duration]`` of finished phases.
+        #: ``phase -> (rss_before, rss_after, peak_rss, duration)`` of finished phases.
         self.phases: dict[str, tuple[int, int, int, float]] = {}
         #: ``phase -> outcome`` and ``phase -> time it ended``, once pytest reported it.
         self.outcomes: dict[str, str] = {}
