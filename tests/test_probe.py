@@ -38,10 +38,10 @@ def spike(size):
 def phase(size):
     global status_reads
     status_reads = 0
-    before = probe.begin_phase()
+    before = probe.start()
     if size:
         spike(size)
-    after, peak = probe.end_phase()
+    after, peak = probe.boundary()
     return {"before": before, "after": after, "peak": peak, "status_reads": status_reads}
 
 out = {"trust": probe._trust, "floor": probe._floor << 10, "quiet": phase(0),
@@ -111,6 +111,38 @@ def test_a_process_bigger_than_its_parent_never_reads_the_status_file() -> None:
     assert figures["quiet"]["status_reads"] == figures["spike"]["status_reads"] == 0
 
 
+def test_boundaries_in_a_row_give_each_phase_its_own_peak() -> None:
+    # A boundary resets the mark only when it stands above the RSS; a quiet phase in
+    # between (no reset) must not hide a later, smaller spike, nor lend it an earlier one.
+    code = """
+import json, mmap, os
+from pytest_memstream.plugin.probe import HighWaterMark
+flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
+probe = HighWaterMark()
+writes = 0
+real_write = os.write
+def counting_write(fd, data):
+    global writes
+    writes += fd == probe._clear_refs
+    return real_write(fd, data)
+os.write = counting_write  # the probe resets the mark through os.write
+rss = probe.start()
+out = []
+for size in (100, 0, 0, 10, 0, 50, 0):
+    writes = 0
+    if size:
+        mmap.mmap(-1, size << 20, flags=flags).close()
+    after, peak = probe.boundary()
+    out.append([size, (peak - rss) / (1 << 20), writes])
+    rss = after
+print(json.dumps(out))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for size, growth, writes in json.loads(done.stdout):
+        assert size * 0.97 - 0.5 <= growth <= size * 1.05 + 1, (size, growth)
+        assert writes == (1 if size else 0), (size, writes)
+
+
 def test_the_probe_leaves_malloc_thresholds_alone() -> None:
     # Its self-test spike must not go through malloc: a freed 4 MiB malloc block raises
     # glibc's mmap threshold to 4 MiB, and the tests' spikes below it would then come
@@ -122,10 +154,10 @@ from pytest_memstream.plugin.probe import HighWaterMark
 probe = HighWaterMark()
 growths = []
 for size in (1 << 20, 2 << 20, 3 << 20):
-    before = probe.begin_phase()
+    before = probe.start()
     spike = b"x" * size
     del spike
-    growths.append((probe.end_phase()[1] - before) / size)
+    growths.append((probe.boundary()[1] - before) / size)
 print(json.dumps(growths))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -144,8 +176,8 @@ def test_a_forked_child_reads_its_own_figures() -> None:
         pid = os.fork()
         if pid == 0:
             del big  # copy-on-write: the child's RSS is its own, not the parent's
-            probe.begin_phase()
-            os.write(write, json.dumps(probe.end_phase()).encode())
+            probe.start()
+            os.write(write, json.dumps(probe.boundary()).encode())
             os._exit(0)
         os.waitpid(pid, 0)
         print(json.dumps([json.loads(os.read(read, 1000)), probe.rss()]))

@@ -133,9 +133,9 @@ def test_xdist_crash_report_fills_in_when_the_stream_never_said() -> None:
 
 def test_sampled_peak_probe_reports_the_largest_sample() -> None:
     probe = SampledPeak()
-    before = probe.begin_phase()
+    before = probe.start()
     probe.observe(before + 500 * MiB)
-    after, peak = probe.end_phase()
+    after, peak = probe.boundary()
     assert peak == before + 500 * MiB
     assert probe.method == "sampled"
     assert after > 0

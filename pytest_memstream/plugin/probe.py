@@ -1,10 +1,10 @@
 """Reading this process's resident set size and its peak.
 
 On Linux the kernel keeps an RSS high-water mark (``VmHWM``) and resets it to the
-current RSS when ``5`` is written to ``/proc/self/clear_refs``.  Reset at the start of a
-phase and read at its end, it gives the exact peak of that phase, however short the
-spike, for a few µs.  Elsewhere the peak is the largest RSS the sampler thread saw, and the
-report says so (``peak_method: sampled``).
+current RSS when ``5`` is written to ``/proc/self/clear_refs``.  Read at each phase
+boundary and set back to the RSS there, it gives the exact peak of each phase, however
+short the spike, for a few µs.  Elsewhere the peak is the largest RSS the sampler thread
+saw, and the report says so (``peak_method: sampled``).
 """
 
 from __future__ import annotations
@@ -25,19 +25,23 @@ SELF_TEST_SPIKE = 4 << 20
 
 
 class MemoryProbe:
-    """RSS and per-phase peak RSS of the current process, by the best method available."""
+    """RSS and peak RSS between phase boundaries, by the best method available.
+
+    A *boundary* is where one phase ends and the next begins: :meth:`start` takes the
+    first, :meth:`boundary` each later one and returns the peak since the one before.
+    """
 
     method: str
 
     def rss(self) -> int:
         raise NotImplementedError
 
-    def begin_phase(self, rss: int | None = None) -> int:
-        """Start measuring a phase; return the RSS now (``rss`` if the caller knows it)."""
+    def start(self) -> int:
+        """Take a first boundary; return the RSS now."""
         raise NotImplementedError
 
-    def end_phase(self) -> tuple[int, int]:
-        """End the phase; return ``(rss now, peak rss during the phase)``."""
+    def boundary(self) -> tuple[int, int]:
+        """Take a boundary; return ``(rss now, peak rss since the last boundary)``."""
         raise NotImplementedError
 
     def observe(self, rss: int) -> None:
@@ -130,11 +134,20 @@ class HighWaterMark(MemoryProbe):
     def rss(self) -> int:
         return int(os.pread(self._statm, 64, 0).split()[1]) * self._page
 
-    def begin_phase(self, rss: int | None = None) -> int:
+    def start(self) -> int:
         os.write(self._clear_refs, b"5")
-        return self.rss() if rss is None else rss
+        return self.rss()
 
-    def end_phase(self) -> tuple[int, int]:
+    def boundary(self) -> tuple[int, int]:
+        # The mark must be back at the RSS for the next phase: a reset does that, but
+        # costs a syscall, and when the mark is no higher than the RSS it changes nothing
+        # a later reading can show (readings are never taken below the RSS they start at).
+        rss, peak = self._figures()
+        if peak > rss:
+            os.write(self._clear_refs, b"5")
+        return rss, peak
+
+    def _figures(self) -> tuple[int, int]:
         if self._trust is not False:
             rss = self.rss()
             mark = _maxrss_kib()
@@ -198,13 +211,14 @@ class SampledPeak(MemoryProbe):
         with self._lock:
             self._peak = max(self._peak, rss)
 
-    def begin_phase(self, rss: int | None = None) -> int:
-        rss = self.rss() if rss is None else rss
+    def start(self) -> int:
+        rss = self.rss()
         with self._lock:
             self._peak = rss
         return rss
 
-    def end_phase(self) -> tuple[int, int]:
+    def boundary(self) -> tuple[int, int]:
         rss = self.rss()
         with self._lock:
-            return rss, max(self._peak, rss)
+            peak, self._peak = max(self._peak, rss), rss
+        return rss, peak

@@ -38,10 +38,10 @@ class Recorder:
         self._default_limit = limit
         self._limits: dict[str, Limit] = {}
         self._probe = probe
-        self._last_rss: int | None = None
+        #: The RSS at the last phase boundary; None before the first test.
+        self._rss: int | None = None
         self._index = -1
         self._test: CurrentTest | None = None
-        self._phase_started = 0.0
         self._fallback = msgpack.Packer(autoreset=False, use_bin_type=True)
         self.tests = 0
         hello = {
@@ -89,14 +89,22 @@ class Recorder:
 
     # Everything below runs for every test: it does only what it must, and leaves the
     # rest (numbering, start and phase messages, frames) to the stream's thread.
+    #
+    # A phase is measured from one *boundary* to the next: a boundary is taken as each
+    # phase ends, inside every other plugin's part of it, and the next phase starts from
+    # it.  The previous phase's report and the time between two tests so land in the
+    # next phase.  A test thus costs three boundaries (the first test one more); each is
+    # two syscalls, and a third when the mark must be reset, and on a virtual machine
+    # every syscall costs microseconds.
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         self._index += 1
         nodeid = item.nodeid
         limit = self._limits.get(nodeid) if self._limits else None
-        # The RSS now is the RSS at the end of the previous test, microseconds ago.
-        rss = self._last_rss if self._last_rss is not None else self._probe.rss()
+        rss = self._rss
+        if rss is None:  # the first test: what ran before it (the collection) is not its
+            rss = self._rss = self._probe.start()
         test = CurrentTest(
             self._index, nodeid, time.time(), rss, None if limit is None else limit.as_wire()
         )
@@ -109,46 +117,44 @@ class Recorder:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self) -> Generator[None, object, object]:
-        # Setup reads the RSS afresh (growth is measured from it); call and teardown start
-        # where the previous phase ended.
-        before = self._begin("setup", None)
+        started = time.perf_counter()
         try:
             return (yield)
         finally:
-            self._finish("setup", before)
+            self._boundary("setup", started)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self) -> Generator[None, object, object]:
-        before = self._begin("call", self._last_rss)
+        started = time.perf_counter()
+        if self._test is not None:
+            self._test.phase = "call"
         try:
             return (yield)
         finally:
-            self._finish("call", before)
+            self._boundary("call", started)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self) -> Generator[None, object, object]:
-        before = self._begin("teardown", self._last_rss)
+        started = time.perf_counter()
+        if self._test is not None:
+            self._test.phase = "teardown"
         try:
             return (yield)
         finally:
-            self._finish("teardown", before)
+            self._boundary("teardown", started)
 
-    def _begin(self, phase: str, rss: int | None) -> int:
-        before = self._probe.begin_phase(rss)
-        if self._test is not None:
-            self._test.phase = phase
-        self._phase_started = time.perf_counter()
-        return before
-
-    def _finish(self, phase: str, before: int) -> None:
-        duration = time.perf_counter() - self._phase_started
-        after, peak = self._probe.end_phase()
-        self._last_rss = after
-        if self._test is not None:
-            # A tuple of numbers, which the garbage collector stops tracking: the figures
-            # wait in the queue for up to an interval, and tracked they would be promoted
-            # to the oldest generation and make every full collection of the run longer.
-            self._test.phases[phase] = (before, after, max(peak, before, after), duration)
+    def _boundary(self, phase: str, started: float) -> None:
+        duration = time.perf_counter() - started
+        test = self._test
+        if test is None or self._rss is None:
+            return  # a phase run outside a test's protocol: nothing to measure it from
+        before = self._rss
+        after, peak = self._probe.boundary()
+        self._rss = after
+        # A tuple of numbers, which the garbage collector stops tracking: the figures
+        # wait in the queue for up to an interval, and tracked they would be promoted
+        # to the oldest generation and make every full collection of the run longer.
+        test.phases[phase] = (before, after, max(peak, before, after), duration)
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
