@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("pytest-memstream")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+def __getattr__(name: str) -> str:
+    # Looked up on demand: reading the package metadata costs every pytest run that has
+    # the plugin installed a couple of milliseconds, and only ``--version`` needs it.
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-memstream")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"

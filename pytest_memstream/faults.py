@@ -16,13 +16,12 @@ must fail, not pass without the fault.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 ENV = "PYTEST_MEMSTREAM_FAULTS"
 
 
-@dataclass(frozen=True)
-class Faults:
+class Faults(NamedTuple):
     drop: float = 0.0
     delay: float = 0.0
     hwm: int = 0

@@ -12,14 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pytest_memstream.collector import SORT_KEYS
 from pytest_memstream.collector.html import write_html
-from pytest_memstream.collector.report import (
-    SCHEMA,
-    SORT_KEYS,
-    Report,
-    summary_lines,
-    summary_title,
-)
+from pytest_memstream.collector.report import SCHEMA, Report, summary_lines, summary_title
 
 EXIT_OK, EXIT_BAD_FILE = 0, 2
 

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from pytest_memstream.collector.state import RunState, TestRecord, WorkerState
 
 SCHEMA = "pytest-memstream/1"
-SORT_KEYS = ("growth", "peak", "kept")
 #: The field to sort by, in a report's tests and on a TestRecord alike.
 _SORT_FIELD = {"growth": "growth", "peak": "peak_rss", "kept": "kept"}
 _SORT_TITLE = {"growth": "memory growth", "peak": "peak RSS", "kept": "memory kept"}

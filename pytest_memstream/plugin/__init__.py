@@ -96,6 +96,4 @@ class WorkerRole:
     def pytest_sessionfinish(self) -> None:
         # Here, not in unconfigure: xdist sends workeroutput right after this hook.
         workeroutput: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
-        from pytest_memstream.plugin.controller import CLOSE_TIMEOUT
-
-        workeroutput["memstream"] = self.recorder.close(CLOSE_TIMEOUT)
+        workeroutput["memstream"] = self.recorder.close()

@@ -43,10 +43,6 @@ DRAIN_QUIET = 1.0
 CRASH_QUIET = 0.2
 
 
-#: How long a worker (or the local recorder) may take to flush and close its stream.
-CLOSE_TIMEOUT = 3.0
-
-
 class SinkStarter:
     """Builds and starts the sink on a thread, while xdist starts the workers.
 
@@ -268,7 +264,7 @@ class Controller:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.local is not None:
-            fallback = self.local.close(CLOSE_TIMEOUT)
+            fallback = self.local.close()
             self._drain("main", fallback["last_seq"])
             self.state.finish_worker("main", fallback, None)
             self.local = None
@@ -343,7 +339,7 @@ class Controller:
 
     def pytest_unconfigure(self) -> None:
         if self.local is not None:
-            self.local.close(CLOSE_TIMEOUT)
+            self.local.close()
             self.local = None
         sink = self.starter.started()
         if sink is not None:

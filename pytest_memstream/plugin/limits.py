@@ -14,8 +14,7 @@ so a fixture's memory counts against the test that asked for it.
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -43,8 +42,7 @@ def marker_line() -> str:
     return f'{MARKER}(size, on="growth"): {doc}'
 
 
-@dataclass(frozen=True)
-class Limit:
+class Limit(NamedTuple):
     size: int
     on: str
     #: Where it came from, for the failure message.

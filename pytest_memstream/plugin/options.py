@@ -11,13 +11,12 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
-from pytest_memstream.collector.report import SORT_KEYS
+from pytest_memstream.collector import SORT_KEYS
 from pytest_memstream.sizes import parse_size
 
 DEFAULT_TOP = 5
@@ -30,8 +29,7 @@ DEFAULT_MIN_INCREASE = "1M"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     enabled: bool
     top: int
     sort: str

@@ -10,7 +10,6 @@ saw, and the report says so (``peak_method: sampled``).
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import sys
 import threading
@@ -20,8 +19,9 @@ if sys.platform == "linux":
 
 HWM = "hwm"
 SAMPLED = "sampled"
-#: The spike that checks, once per process, that getrusage follows the mark.
-SELF_TEST_SPIKE = 4 << 20
+#: How far a getrusage reading and the status file may differ and still agree (the
+#: kernel sums its per-CPU RSS counters lazily).
+AGREE = 1 << 20
 
 
 class MemoryProbe:
@@ -68,7 +68,8 @@ class HighWaterMark(MemoryProbe):
     the reading just after the first reset, the *floor*, bounds it: a later reading
     above the floor is the mark itself, and a reading no higher than the RSS the phase
     ended with means the phase never rose above it.  Only the phases left over, in a
-    process smaller than the one that spawned it, read the status file.
+    process smaller than the one that spawned it, read the status file, and the first
+    reading above the floor, which it must agree with before getrusage is trusted.
     """
 
     method = HWM
@@ -77,11 +78,13 @@ class HighWaterMark(MemoryProbe):
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._open()
         try:
-            #: Whether getrusage follows the mark: True, False, or None while unproven.
-            self._trust = self._self_test()
+            self._status_figures()  # it parses here, or this probe is not used at all
         except BaseException:
             self._close()
             raise
+        #: Whether getrusage follows the mark: True, False, or None while unproven.  It
+        #: is proven, or not, on the first reading above the floor (see _figures).
+        self._trust: bool | None = None
         # A forked child (a test using multiprocessing) must not read its parent's files.
         os.register_at_fork(after_in_child=self._reopen)
 
@@ -111,26 +114,6 @@ class HighWaterMark(MemoryProbe):
         with contextlib.suppress(OSError):
             self._open()
 
-    def _self_test(self) -> bool | None:
-        """Whether ``getrusage`` saw a spike that the status file saw (it does on Linux).
-
-        Also proves that both files parse here.  The spike, 4 MiB for an instant, is
-        mapped directly and populated by the kernel: through malloc it would raise
-        glibc's mmap threshold and change how the tests' own memory behaves.  In a
-        process below its inherited maximum the spike cannot show in ``getrusage``:
-        the proof then waits for the first reading above the floor (see end_phase).
-        """
-        os.write(self._clear_refs, b"5")
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
-        mmap.mmap(-1, SELF_TEST_SPIKE, flags=flags).close()
-        rss, status_peak = self._status_figures()
-        if status_peak - rss < SELF_TEST_SPIKE // 2:
-            return False  # the spike never showed: no proof either way, so read the status
-        mark = _maxrss_kib()
-        if mark <= self._floor:
-            return None
-        return _follows(mark, status_peak)
-
     def rss(self) -> int:
         return int(os.pread(self._statm, 64, 0).split()[1]) * self._page
 
@@ -155,7 +138,8 @@ class HighWaterMark(MemoryProbe):
                 if self._trust:
                     # getrusage sums per-CPU counters lazily: it may lag statm a little.
                     return rss, max(mark << 10, rss)
-                # The first reading above the floor: prove it against the status file.
+                # The first reading above the floor: it must agree with the status file
+                # (it does on Linux; anywhere it does not, the status file is read).
                 rss, peak = self._status_figures()
                 self._trust = _follows(mark, peak)
                 return rss, peak
@@ -178,7 +162,7 @@ _FILES = (
 def _follows(mark_kib: int, status_peak: int) -> bool:
     """Whether a getrusage reading agrees with the status file's mark, give or take the
     kernel's lazily summed per-CPU counters."""
-    return mark_kib << 10 >= status_peak - SELF_TEST_SPIKE // 4
+    return abs((mark_kib << 10) - status_peak) <= AGREE
 
 
 def _maxrss_kib() -> int:

@@ -21,6 +21,8 @@ from pytest_memstream.plugin.limits import Limit, LimitCheck, limit_of
 from pytest_memstream.plugin.probe import MemoryProbe
 from pytest_memstream.plugin.stream import CurrentTest, Stream
 
+#: How long closing may take to flush the stream (a worker's, or the local recorder's).
+CLOSE_TIMEOUT = 3.0
 #: A test that grew by this much is sent at once rather than with the next batch.
 URGENT_GROWTH = 16 << 20
 
@@ -191,7 +193,7 @@ class Recorder:
         self._stream.emit(end, urgent=urgent)
         self.tests += 1
 
-    def close(self, timeout: float) -> dict[str, Any]:
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> dict[str, Any]:
         """Stop streaming; return what the controller needs to check and fill the stream."""
         self._stream.stop(self.tests, timeout)
         return {
