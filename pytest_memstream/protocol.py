@@ -280,6 +280,36 @@ def encode_frame(secret: bytes, messages: list[Message]) -> list[bytes]:
     return [sign(secret, body), body]
 
 
+# A worker packs each message once, when it is made, and numbers it only when it goes
+# into a frame: the packed map ends with ``"q": 0``, which the frame replaces with the
+# message's sequence number.  The same bytes serve as the fallback copy (numbered 0).
+_SEQ_LAST = b"\xa1q\x00"  # the key "q", then the positive fixint 0
+
+
+def pack_message(message: Message) -> bytes:
+    """``message`` packed with its ``q`` last and 0, for :func:`encode_packed_frame`.
+
+    A message built with ``"q": 0`` as its last key (as the worker's ``end`` is) can be
+    packed with :func:`pack` directly.
+    """
+    return pack({**{k: v for k, v in message.items() if k != "q"}, "q": 0})
+
+
+def encode_packed_frame(secret: bytes, packed: list[bytes], first_seq: int) -> list[bytes]:
+    """A frame of messages packed by :func:`pack_message`, numbered from ``first_seq``
+    (at most MAX_BATCH of them)."""
+    count = len(packed)
+    # msgpack's array header: a fixarray below 16 elements, else an array 16.
+    parts = [bytes((0x90 | count,)) if count < 16 else b"\xdc" + count.to_bytes(2, "big")]
+    for seq, message in enumerate(packed, first_seq):
+        if not message.endswith(_SEQ_LAST):
+            raise ValueError("a message in a packed frame must end with its q, 0")
+        parts.append(message[:-1])
+        parts.append(msgpack.packb(seq))
+    body = b"".join(parts)
+    return [sign(secret, body), body]
+
+
 def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
 

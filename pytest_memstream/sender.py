@@ -37,25 +37,38 @@ class Sender:
         self.dropped = 0
 
     def send(self, messages: list[protocol.Message]) -> bool:
+        """Send messages that carry their own numbers (``q``); False if dropped."""
+        frame = protocol.encode_frame(self._secret, messages)
+        if len(frame[1]) > protocol.MAX_FRAME and len(messages) > 1:
+            half = len(messages) // 2
+            first = self.send(messages[:half])
+            return self.send(messages[half:]) and first
+        return self._send(frame, len(messages))
+
+    def send_packed(self, packed: list[bytes], first_seq: int) -> bool:
+        """Send messages packed by ``protocol.pack_message``, numbered from ``first_seq``."""
+        frame = protocol.encode_packed_frame(self._secret, packed, first_seq)
+        if len(frame[1]) > protocol.MAX_FRAME and len(packed) > 1:
+            # Very long node ids: halve the batch rather than have the sink refuse it.
+            half = len(packed) // 2
+            first = self.send_packed(packed[:half], first_seq)
+            return self.send_packed(packed[half:], first_seq + half) and first
+        return self._send(frame, len(packed))
+
+    def _send(self, frame: list[bytes], count: int) -> bool:
         faults = self._faults
         if faults.delay:
             time.sleep(faults.delay)
         if faults.drop and self._random.random() < faults.drop:
-            self.sent += len(messages)  # lost on the way: the worker cannot know
+            self.sent += count  # lost on the way: the worker cannot know
             return True
-        frame = protocol.encode_frame(self._secret, messages)
-        if len(frame[1]) > protocol.MAX_FRAME and len(messages) > 1:
-            # Very long node ids: halve the batch rather than have the sink refuse it.
-            half = len(messages) // 2
-            first = self.send(messages[:half])
-            return self.send(messages[half:]) and first
         try:
             self._socket.send_multipart(frame, flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError:
             # Again (queue full) or a socket that is going away: the run must go on.
-            self.dropped += len(messages)
+            self.dropped += count
             return False
-        self.sent += len(messages)
+        self.sent += count
         return True
 
     def close(self) -> None:

@@ -36,6 +36,24 @@ def test_a_signed_frame_round_trips() -> None:
     assert [protocol.check_message(m)["k"] for m in batch] == ["start", "sample"]
 
 
+@pytest.mark.parametrize("count", [1, 15, 16, 300])
+def test_messages_packed_once_are_numbered_by_their_frame(count: int) -> None:
+    # How a worker sends: each message packed when it is made, numbered in the frame.
+    kinds = ["end", "start", "sample"]
+    packed = [protocol.pack_message(message(kinds[n % 3], q=99)) for n in range(count)]
+    batch = protocol.decode_frame(SECRET, protocol.encode_packed_frame(SECRET, packed, 41))
+    checked = [protocol.check_message(m) for m in batch]
+    assert [m["q"] for m in checked] == list(range(41, 41 + count))
+    assert [m["k"] for m in checked] == [kinds[n % 3] for n in range(count)]
+    # Unnumbered, the same bytes are a valid fallback record (numbered 0).
+    assert protocol.decode_records(packed[0])[0]["q"] == 0
+
+
+def test_a_packed_frame_refuses_a_message_not_packed_for_it() -> None:
+    with pytest.raises(ValueError, match="must end with its q"):
+        protocol.encode_packed_frame(SECRET, [protocol.pack(message(q=5))], 0)
+
+
 def test_an_int_time_is_accepted_as_a_float() -> None:
     assert protocol.check_message(message(t=1700000000))["t"] == 1.7e9
 

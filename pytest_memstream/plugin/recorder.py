@@ -13,7 +13,6 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-import msgpack
 import pytest
 
 from pytest_memstream import protocol
@@ -44,7 +43,8 @@ class Recorder:
         self._rss: int | None = None
         self._index = -1
         self._test: CurrentTest | None = None
-        self._fallback = msgpack.Packer(autoreset=False, use_bin_type=True)
+        #: Every ``end`` this process sent, packed: the fallback the controller fills from.
+        self._fallback: list[bytes] = []
         self.tests = 0
         hello = {
             "k": "hello",
@@ -55,7 +55,7 @@ class Recorder:
             "rss": probe.rss(),
             "platform": sys.platform,
         }
-        stream.emit(hello)
+        stream.emit(stream.pack(hello))
         stream.start()
 
     @property
@@ -175,7 +175,6 @@ class Recorder:
             "v": protocol.VERSION,
             "k": "end",
             "w": self._stream.worker,
-            "q": 0,  # numbered by the stream; the fallback copy keeps the 0
             "t": time.time(),
             "i": test.index,
             "id": test.nodeid,
@@ -183,14 +182,17 @@ class Recorder:
             "m": self._probe.method,
             "p": phases,
             "t0": test.started,
+            "q": 0,  # last, for the stream to number (protocol.pack_message); the fallback keeps 0
         }
-        self._fallback.pack(end)
+        packed = protocol.pack(end)
+        self._fallback.append(packed)
         peak = 0
         for figures in phases.values():
             if figures[2] > peak:
                 peak = figures[2]
         urgent = peak - test.rss >= URGENT_GROWTH or outcome in ("failed", "error")
-        self._stream.emit(end, urgent=urgent)
+        test.ended = True
+        self._stream.emit(packed, urgent=urgent)
         self.tests += 1
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> dict[str, Any]:
@@ -202,7 +204,7 @@ class Recorder:
             "dropped": self._stream.dropped,
             "last_seq": self._stream.last_seq,
             "tests": self.tests,
-            "records": self._fallback.bytes(),
+            "records": b"".join(self._fallback),
         }
 
 

@@ -1,7 +1,8 @@
 """A worker's outgoing stream: a queue, and one background thread that samples and sends.
 
 The test's own thread does as little as it can: it notes the running test in a
-:class:`CurrentTest` and, when the test ends, appends one ``end`` message to a deque.
+:class:`CurrentTest` and, when the test ends, appends its ``end`` message, packed once
+(the same bytes are the fallback copy), to a deque.
 The background thread wakes once per interval: it samples RSS if a test is running,
 tells the sink about a test still running then (its ``start`` and the phases it has
 finished, each once), numbers the queued messages and sends them as one frame.  Most
@@ -31,6 +32,7 @@ class CurrentTest:
     """The running test, written by the test's thread and read by the stream's."""
 
     __slots__ = (
+        "ended",
         "index",
         "limit",
         "nodeid",
@@ -59,6 +61,8 @@ class CurrentTest:
         self.stops: dict[str, float] = {}
         #: What the stream thread already sent: "start" and phase names.
         self.told: set[str] | None = None
+        #: Set before the test's ``end`` is queued: from then on the end says it all.
+        self.ended = False
 
     def progress(self) -> list[dict[str, Any]]:
         """``start`` and ``phase`` messages not sent yet (called by the stream thread)."""
@@ -109,7 +113,8 @@ class Stream:
         self.recent: deque[tuple[int, str, float, int]] = deque(maxlen=RECENT)
         self._sender = sender
         self._probe = probe
-        self._queue: deque[dict[str, Any]] = deque()
+        #: Messages packed by protocol.pack_message, waiting for their numbers.
+        self._queue: deque[bytes] = deque()
         self._seq = 0  # touched by the background thread only
         self._wake = threading.Event()
         self._stopping = False
@@ -131,9 +136,13 @@ class Stream:
     def start(self) -> None:
         self._thread.start()
 
-    def emit(self, message: dict[str, Any], urgent: bool = False) -> None:
-        """Queue ``message`` (with its ``k`` and ``t`` set) to be numbered and sent."""
-        self._queue.append(message)
+    def pack(self, message: dict[str, Any]) -> bytes:
+        """``message`` (with its ``k`` and ``t`` set) packed for :meth:`emit`."""
+        return protocol.pack_message(dict(message, v=protocol.VERSION, w=self.worker))
+
+    def emit(self, packed: bytes, urgent: bool = False) -> None:
+        """Queue a message packed by :meth:`pack` (or alike) to be numbered and sent."""
+        self._queue.append(packed)
         if urgent or len(self._queue) >= FLUSH_AT:
             self._wake.set()
 
@@ -166,25 +175,21 @@ class Stream:
             if self._stopping:
                 break
         bye = dict(self._bye, k="bye", t=time.time(), sent=self.sent, dropped=self.dropped)
-        self._queue.append(bye)
+        self._queue.append(self.pack(bye))
         self._flush(None, None)
         self._sender.close()
 
     def _flush(self, test: CurrentTest | None, sample: dict[str, Any] | None) -> None:
         queue, pop = self._queue, self._queue.popleft
-        messages: list[dict[str, Any]] = []
+        messages: list[bytes] = []
         while queue:
             messages.append(pop())
-        # A test whose end is in this batch needs no start: its end carries every phase.
-        if test is not None and not any(m["k"] == "end" and m["i"] == test.index for m in messages):
-            messages += test.progress()
+        # A test whose end is queued needs no start: its end carries every phase.
+        if test is not None and not test.ended:
+            messages += [self.pack(message) for message in test.progress()]
         if sample is not None:
-            messages.append(sample)
+            messages.append(self.pack(sample))
         for first in range(0, len(messages), CHUNK):
             batch = messages[first : first + CHUNK]
-            for message in batch:
-                message["v"] = protocol.VERSION
-                message["w"] = self.worker
-                message["q"] = self._seq
-                self._seq += 1
-            self._sender.send(batch)
+            self._sender.send_packed(batch, self._seq)
+            self._seq += len(batch)
