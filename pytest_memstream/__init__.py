@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def __getattr__(name: str) -> str:
     # Looked up on demand: reading the package metadata costs every pytest run that has
-    # the plugin installed a couple of milliseconds, and only ``--version`` needs it.
+    # the plugin installed a couple of milliseconds, and only the ``memstream`` command
+    # (its ``--version``) needs it.
     if name != "__version__":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from importlib.metadata import PackageNotFoundError, version

@@ -378,3 +378,34 @@ def test_failure_message_shows_the_live_samples(
     samples = [line for line in run.output.splitlines() if "  samples " in line][-1]
     values = [float(v.rstrip("M")) for v in samples.split()[1:]]
     assert max(values) - min(values) >= 80  # the climb, seen while it happened
+
+
+LOUD_THEN_QUIET = """
+import pytest
+
+
+def test_a_loud():
+    print("x" * (60 << 20))
+
+
+@pytest.mark.memstream_limit("20M")
+def test_b_quiet():
+    pass
+"""
+
+
+@pytest.mark.parametrize("xdist", [["-n", "0"], ["-n", "1"]], ids=["single", "xdist"])
+def test_what_happens_between_two_tests_counts_against_neither(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    # pytest (and xdist) report the loud test's 60 MiB of output after its teardown: the
+    # quiet test that runs next must not be charged for it, let alone fail its limit.
+    pytester.makepyfile(test_loud=LOUD_THEN_QUIET)
+    run = run_memstream(*xdist)
+    assert run.result.ret == pytest.ExitCode.OK
+    quiet = run.test("test_b_quiet")
+    assert quiet["outcome"] == "passed"
+    assert quiet["growth"] < 8 * MiB
+    assert abs(quiet["kept"]) < 8 * MiB
+    # The loud test's own figures hold its output (the string, and pytest's capture of it).
+    assert run.test("test_a_loud")["growth"] >= 60 * MiB

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from conftest import MEMORY_TESTS, RunMemstream
 
@@ -38,6 +40,13 @@ def check_memory_figures(run_memstream: RunMemstream, *args: str, worker: str) -
     assert unit["outcome"] == "passed"
     assert {t["source"] for t in run.report["tests"]} == {"stream"}
     assert len(run.report["tests"]) == 6
+    for test in run.report["tests"]:
+        # Each phase starts at the boundary where the one before it ended.
+        ran = [
+            test["phases"][name] for name in ("setup", "call", "teardown") if name in test["phases"]
+        ]
+        assert all(b["rss_before"] == a["rss_after"] for a, b in itertools.pairwise(ran))
+        assert ran[0]["rss_before"] == test["rss_start"]
     run.result.stdout.fnmatch_lines(["*memstream: top 5 tests by memory growth*"])
     run.result.stdout.re_match_lines([r"\s*\+(29\d|30\d)\.\dM .* test_memory.py::test_spike$"])
 

@@ -37,8 +37,9 @@ class MemoryProbe:
         raise NotImplementedError
 
     def start(self) -> int:
-        """Take a first boundary; return the RSS now."""
-        raise NotImplementedError
+        """Take a boundary whose peak counts for nothing (the time before it belongs to
+        no phase); return the RSS now."""
+        return self.boundary()[0]
 
     def boundary(self) -> tuple[int, int]:
         """Take a boundary; return ``(rss now, peak rss since the last boundary)``."""
@@ -117,14 +118,11 @@ class HighWaterMark(MemoryProbe):
     def rss(self) -> int:
         return int(os.pread(self._statm, 64, 0).split()[1]) * self._page
 
-    def start(self) -> int:
-        os.write(self._clear_refs, b"5")
-        return self.rss()
-
     def boundary(self) -> tuple[int, int]:
         # The mark must be back at the RSS for the next phase: a reset does that, but
         # costs a syscall, and when the mark is no higher than the RSS it changes nothing
-        # a later reading can show (readings are never taken below the RSS they start at).
+        # the next phase's figures show (its peak is never taken below the RSS it starts
+        # at: see Recorder._boundary).
         rss, peak = self._figures()
         if peak > rss:
             os.write(self._clear_refs, b"5")
@@ -194,12 +192,6 @@ class SampledPeak(MemoryProbe):
     def observe(self, rss: int) -> None:
         with self._lock:
             self._peak = max(self._peak, rss)
-
-    def start(self) -> int:
-        rss = self.rss()
-        with self._lock:
-            self._peak = rss
-        return rss
 
     def boundary(self) -> tuple[int, int]:
         rss = self.rss()

@@ -39,7 +39,7 @@ class Recorder:
         self._default_limit = limit
         self._limits: dict[str, Limit] = {}
         self._probe = probe
-        #: The RSS at the last phase boundary; None before the first test.
+        #: The RSS at the last boundary; None before the first test.
         self._rss: int | None = None
         self._index = -1
         self._test: CurrentTest | None = None
@@ -92,21 +92,20 @@ class Recorder:
     # Everything below runs for every test: it does only what it must, and leaves the
     # rest (numbering, start and phase messages, frames) to the stream's thread.
     #
-    # A phase is measured from one *boundary* to the next: a boundary is taken as each
-    # phase ends, inside every other plugin's part of it, and the next phase starts from
-    # it.  The previous phase's report and the time between two tests so land in the
-    # next phase.  A test thus costs three boundaries (the first test one more); each is
-    # two syscalls, and a third when the mark must be reset, and on a virtual machine
-    # every syscall costs microseconds.
+    # A phase is measured from one *boundary* to the next.  A boundary is taken as each
+    # phase ends, inside every other plugin's part of it, and the next phase of the test
+    # starts from it: the call's figures include the setup's report, the teardown's the
+    # call's.  A test starts at a boundary of its own, so that what happens between two
+    # tests (pytest and xdist reporting the previous one) counts against neither.  Each
+    # boundary is two syscalls (a third when the mark must be set back), and on a
+    # virtual machine every syscall costs microseconds: four boundaries a test.
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         self._index += 1
         nodeid = item.nodeid
         limit = self._limits.get(nodeid) if self._limits else None
-        rss = self._rss
-        if rss is None:  # the first test: what ran before it (the collection) is not its
-            rss = self._rss = self._probe.start()
+        rss = self._rss = self._probe.start()
         test = CurrentTest(
             self._index, nodeid, time.time(), rss, None if limit is None else limit.as_wire()
         )
@@ -120,6 +119,8 @@ class Recorder:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self) -> Generator[None, object, object]:
         started = time.perf_counter()
+        if self._test is not None:
+            self._test.phase = "setup"  # again on each rerun of the test
         try:
             return (yield)
         finally:
