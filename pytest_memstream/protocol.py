@@ -292,20 +292,21 @@ def pack_message(message: Message) -> bytes:
     A message built with ``"q": 0`` as its last key (as the worker's ``end`` is) can be
     packed with :func:`pack` directly.
     """
-    return pack({**{k: v for k, v in message.items() if k != "q"}, "q": 0})
+    fields = dict(message)
+    fields.pop("q", None)
+    fields["q"] = 0
+    return pack(fields)
 
 
 def encode_packed_frame(secret: bytes, packed: list[bytes], first_seq: int) -> list[bytes]:
-    """A frame of messages packed by :func:`pack_message`, numbered from ``first_seq``
-    (at most MAX_BATCH of them)."""
-    count = len(packed)
-    # msgpack's array header: a fixarray below 16 elements, else an array 16.
-    parts = [bytes((0x90 | count,)) if count < 16 else b"\xdc" + count.to_bytes(2, "big")]
+    """A frame of messages packed by :func:`pack_message`, numbered from ``first_seq``."""
+    packer = msgpack.Packer()  # one per frame: the stream thread and tests both call this
+    parts = [packer.pack_array_header(len(packed))]
     for seq, message in enumerate(packed, first_seq):
         if not message.endswith(_SEQ_LAST):
             raise ValueError("a message in a packed frame must end with its q, 0")
         parts.append(message[:-1])
-        parts.append(msgpack.packb(seq))
+        parts.append(packer.pack(seq))
     body = b"".join(parts)
     return [sign(secret, body), body]
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import zmq
 
 from pytest_memstream import protocol
 from pytest_memstream.faults import Faults
+
+T = TypeVar("T")
 
 #: Frames queued for a sink that is slow or gone before sends start to drop.
 SEND_HWM = 1000
@@ -38,22 +42,33 @@ class Sender:
 
     def send(self, messages: list[protocol.Message]) -> bool:
         """Send messages that carry their own numbers (``q``); False if dropped."""
-        frame = protocol.encode_frame(self._secret, messages)
-        if len(frame[1]) > protocol.MAX_FRAME and len(messages) > 1:
-            half = len(messages) // 2
-            first = self.send(messages[:half])
-            return self.send(messages[half:]) and first
-        return self._send(frame, len(messages))
+        return self._send_halving(
+            messages, lambda part, _: protocol.encode_frame(self._secret, part)
+        )
 
     def send_packed(self, packed: list[bytes], first_seq: int) -> bool:
         """Send messages packed by ``protocol.pack_message``, numbered from ``first_seq``."""
-        frame = protocol.encode_packed_frame(self._secret, packed, first_seq)
-        if len(frame[1]) > protocol.MAX_FRAME and len(packed) > 1:
+        return self._send_halving(
+            packed,
+            lambda part, offset: protocol.encode_packed_frame(
+                self._secret, part, first_seq + offset
+            ),
+        )
+
+    def _send_halving(
+        self,
+        items: list[T],
+        encode: Callable[[list[T], int], list[bytes]],
+        offset: int = 0,
+    ) -> bool:
+        """Encode ``items`` (the ``offset``-th onwards of a batch) as one frame and send it."""
+        frame = encode(items, offset)
+        if len(frame[1]) > protocol.MAX_FRAME and len(items) > 1:
             # Very long node ids: halve the batch rather than have the sink refuse it.
-            half = len(packed) // 2
-            first = self.send_packed(packed[:half], first_seq)
-            return self.send_packed(packed[half:], first_seq + half) and first
-        return self._send(frame, len(packed))
+            half = len(items) // 2
+            first = self._send_halving(items[:half], encode, offset)
+            return self._send_halving(items[half:], encode, offset + half) and first
+        return self._send(frame, len(items))
 
     def _send(self, frame: list[bytes], count: int) -> bool:
         faults = self._faults

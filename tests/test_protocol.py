@@ -6,9 +6,11 @@ from typing import Any
 
 import msgpack
 import pytest
+import zmq
 
 from pytest_memstream import protocol
 from pytest_memstream.protocol import ProtocolError
+from pytest_memstream.sender import Sender
 
 SECRET = b"s" * 32
 
@@ -182,3 +184,26 @@ def test_an_unhashable_choice_is_a_schema_reject(field: str) -> None:
     raw[field] = ["passed"]
     with pytest.raises(ProtocolError, match=rf"end\.{field}: expected one of"):
         protocol.check_message(raw)
+
+
+def test_a_batch_too_big_for_one_frame_is_split_and_keeps_its_numbers() -> None:
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVTIMEO, 10_000)  # a lost frame fails the test, not hangs it
+    try:
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        sender = Sender(f"tcp://127.0.0.1:{port}", SECRET)
+        long_id = "t.py::" + "x" * 3000  # 600 of them are far more than one frame holds
+        packed = [protocol.pack_message(message("start", id=long_id)) for _ in range(600)]
+        assert sender.send_packed(packed, 7)
+        numbers: list[int] = []
+        while len(numbers) < 600:
+            frames = pull.recv_multipart()
+            assert len(frames[1]) <= protocol.MAX_FRAME
+            numbers += [m["q"] for m in protocol.decode_frame(SECRET, frames)]
+        sender.close()
+    finally:
+        pull.close(linger=0)
+        context.term()
+    assert numbers == list(range(7, 607))
+    assert sender.sent == 600

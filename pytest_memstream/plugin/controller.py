@@ -180,7 +180,7 @@ class Controller:
 
     @property
     def state(self) -> RunState:
-        return self.starter.sink().state
+        return self.sink.state
 
     # --- workers ------------------------------------------------------------------------
 

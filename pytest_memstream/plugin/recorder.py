@@ -39,8 +39,8 @@ class Recorder:
         self._default_limit = limit
         self._limits: dict[str, Limit] = {}
         self._probe = probe
-        #: The RSS at the last boundary; None before the first test.
-        self._rss: int | None = None
+        #: The RSS at the last boundary (each test takes its first one as it starts).
+        self._rss = 0
         self._index = -1
         self._test: CurrentTest | None = None
         #: Every ``end`` this process sent, packed: the fallback the controller fills from.
@@ -149,7 +149,7 @@ class Recorder:
     def _boundary(self, phase: str, started: float) -> None:
         duration = time.perf_counter() - started
         test = self._test
-        if test is None or self._rss is None:
+        if test is None:
             return  # a phase run outside a test's protocol: nothing to measure it from
         before = self._rss
         after, peak = self._probe.boundary()
