@@ -472,7 +472,7 @@ class Tmux:
 def test_screen_at_80_columns_shows_running_test_and_top(project: Project) -> None:
     tmux = Tmux("screen")
     watch = f"{sys.executable} -m pytest_memstream.cli watch"
-    after = "echo EXIT=$?; stty -a; sleep 60"
+    after = "echo EXIT=$?; stty -a; echo STTY-DONE; sleep 60"  # wait for the last line
     try:
         project.pytest()
         project.session_file()
@@ -498,7 +498,7 @@ def test_screen_at_80_columns_shows_running_test_and_top(project: Project) -> No
 
         tmux.wait("interrupt", lambda s: "test_hungry" in s)
         tmux("send-keys", "-t", "interrupt", "C-c")
-        screen = tmux.wait("interrupt", lambda s: "EXIT=" in s)
+        screen = tmux.wait("interrupt", lambda s: "STTY-DONE" in s)
         assert "EXIT=130" in screen
         assert " icanon " in screen and " echo " in screen  # the terminal is restored
 
@@ -509,7 +509,7 @@ def test_screen_at_80_columns_shows_running_test_and_top(project: Project) -> No
         assert "EXIT=" not in screen  # --stay: still showing the final state
         assert f"{len(report['tests'])} tests done" in screen
         tmux("send-keys", "-t", "stay", "q")
-        screen = tmux.wait("stay", lambda s: "EXIT=" in s)
+        screen = tmux.wait("stay", lambda s: "STTY-DONE" in s)
         assert "EXIT=0" in screen
         assert " icanon " in screen and " echo " in screen
     finally:
