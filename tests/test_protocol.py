@@ -142,6 +142,59 @@ def test_end_phases_are_checked(phases: Any) -> None:
         protocol.check_message(message("end", p=phases))
 
 
+MISSING = object()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"t": 1700000000, "t0": 1700000000},
+        {"p": {"setup": [1, 2, 3, 0.5], "call": [3, 4, 9, 0.25], "teardown": [4, 4, 4, 0.0]}},
+        {"extra": "ignored"},
+        {"v": 1.0},
+        {"v": True},
+        {"w": "gw 0"},
+        {"w": "g" * 65},
+        {"q": -1},
+        {"q": True},
+        {"q": 1 << 60},
+        {"i": 1.0},
+        {"t": float("nan")},
+        {"t0": float("inf")},
+        {"t0": True},
+        {"id": ""},
+        {"id": "x" * (protocol.MAX_NODEID + 1)},
+        {"o": "lost"},
+        {"o": ["passed"]},
+        {"m": "guessed"},
+        {"p": {}},
+        {"p": {"lunch": [1, 2, 3, 0.1]}},
+        {"p": {1: [1, 2, 3, 0.1]}},
+        {"p": {"call": [1, 2, 3]}},
+        {"p": {"call": [1, 2, True, 0.1]}},
+        {"p": {"call": [1, 2, 3, 1e300]}},
+        {"p": [1, 2]},
+        {"t0": MISSING},
+        {"p": MISSING},
+    ],
+)
+def test_the_usual_end_is_checked_as_any_message_is(changes: dict[str, Any]) -> None:
+    # The sink checks an end of the usual shape in one go: it must accept exactly what
+    # the field-by-field check accepts, and give the same result.
+    raw = message("end", **changes)
+    for name in [name for name, value in changes.items() if value is MISSING]:
+        del raw[name]
+    outcomes: list[dict[str, Any] | str] = []
+    for check in (protocol.check_message, protocol._check_fields):
+        try:
+            outcomes.append(check(raw))
+        except ProtocolError as exc:
+            outcomes.append(exc.reason)
+    assert outcomes[0] == outcomes[1]
+    assert isinstance(outcomes[0], str) or outcomes[0].keys() <= raw.keys()
+
+
 def test_samples_are_checked() -> None:
     with pytest.raises(ProtocolError, match=r"sample\.s"):
         protocol.check_message(message("sample", s=[[1.0, 2, 3]]))

@@ -344,6 +344,8 @@ class Controller:
         sink = self.starter.started()
         if sink is not None:
             sink.stop()
+            sink.state.forget()
+        self.report = None
         if self.session_file is not None:
             self.session_file.unlink(missing_ok=True)
 
