@@ -45,6 +45,7 @@ class Recorder:
         self._test: CurrentTest | None = None
         #: Every ``end`` this process sent, packed: the fallback the controller fills from.
         self._fallback: list[bytes] = []
+        self._pack = protocol.packer()  # the test thread's own
         self.tests = 0
         hello = {
             "k": "hello",
@@ -93,12 +94,13 @@ class Recorder:
     # rest (numbering, start and phase messages, frames) to the stream's thread.
     #
     # A phase is measured from one *boundary* to the next.  A boundary is taken as each
-    # phase ends, inside every other plugin's part of it, and the next phase of the test
-    # starts from it: the call's figures include the setup's report, the teardown's the
-    # call's.  A test starts at a boundary of its own, so that what happens between two
-    # tests (pytest and xdist reporting the previous one) counts against neither.  Each
-    # boundary is two syscalls (a third when the mark must be set back), and on a
-    # virtual machine every syscall costs microseconds: four boundaries a test.
+    # phase ends, when pytest is about to make its report (after every plugin's part of
+    # the phase), and the next phase of the test starts from it: the call's figures
+    # include the setup's report, the teardown's the call's.  A test starts at a
+    # boundary of its own, so that what happens between two tests (pytest and xdist
+    # reporting the previous one) counts against neither.  Each boundary is two
+    # syscalls (a third when the mark must be set back), and on a virtual machine every
+    # syscall costs microseconds: four boundaries a test.
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -116,48 +118,27 @@ class Recorder:
             self._stream.test = None
             self._end(test)
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self) -> Generator[None, object, object]:
-        started = time.perf_counter()
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self) -> None:
         if self._test is not None:
             self._test.phase = "setup"  # again on each rerun of the test
-        try:
-            return (yield)
-        finally:
-            self._boundary("setup", started)
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_call(self) -> Generator[None, object, object]:
-        started = time.perf_counter()
-        if self._test is not None:
-            self._test.phase = "call"
-        try:
-            return (yield)
-        finally:
-            self._boundary("call", started)
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_teardown(self) -> Generator[None, object, object]:
-        started = time.perf_counter()
-        if self._test is not None:
-            self._test.phase = "teardown"
-        try:
-            return (yield)
-        finally:
-            self._boundary("teardown", started)
-
-    def _boundary(self, phase: str, started: float) -> None:
-        duration = time.perf_counter() - started
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_makereport(self, call: pytest.CallInfo[None]) -> None:
+        """A phase just ended (one hook for the three phases: cheaper than a wrapper each)."""
         test = self._test
         if test is None:
             return  # a phase run outside a test's protocol: nothing to measure it from
+        phase = call.when
         before = self._rss
         after, peak = self._probe.boundary()
         self._rss = after
         # A tuple of numbers, which the garbage collector stops tracking: the figures
         # wait in the queue for up to an interval, and tracked they would be promoted
         # to the oldest generation and make every full collection of the run longer.
-        test.phases[phase] = (before, after, max(peak, before, after), duration)
+        test.phases[phase] = (before, after, max(peak, before, after), call.duration)
+        # What runs next, for the sampler's label: a setup that did not pass has no call.
+        test.phase = "call" if phase == "setup" and call.excinfo is None else "teardown"
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -185,7 +166,7 @@ class Recorder:
             "t0": test.started,
             "q": 0,  # last, for the stream to number (protocol.pack_message); the fallback keeps 0
         }
-        packed = protocol.pack(end)
+        packed = self._pack(end)
         self._fallback.append(packed)
         peak = 0
         for figures in phases.values():
