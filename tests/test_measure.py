@@ -95,3 +95,29 @@ def test_worker_totals_agree_with_the_stream(run_memstream: RunMemstream) -> Non
         assert w["pid"] > 0
     assert run.report["run"]["messages"] == sum(w["messages"] for w in workers)
     run.result.stdout.fnmatch_lines(["memstream: 6 tests on 2 workers, * messages, 0 lost, *"])
+
+
+def test_a_test_shorter_than_the_interval_costs_one_message(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    # The stream's background thread speaks only for a test that it finds running at two
+    # wake-ups in a row: a shorter test is streamed as its end alone, sent by the test's
+    # own thread, so that a suite of quick tests never has two threads take turns.
+    pytester.makepyfile(
+        test_quick="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(200))
+        def test_quick(n):
+            pass
+        """
+    )
+    interval = 0.2
+    run = run_memstream("-n", "2", f"--memstream-interval={interval}", "test_quick.py")
+    tests = run.report["tests"]
+    assert len(tests) == 200
+    if any(t["finished"] - t["started"] >= interval for t in tests):
+        pytest.skip("the machine stalled a quick test for a whole interval: nothing to check")
+    for worker in run.report["workers"]:
+        assert worker["tests"] > 0
+        assert worker["messages"] == worker["tests"] + 2, worker  # hello, the ends, bye

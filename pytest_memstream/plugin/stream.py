@@ -1,18 +1,22 @@
-"""A worker's outgoing stream: a queue, and one background thread that samples and sends.
+"""A worker's outgoing stream: a queue, and one background thread for the long tests.
 
 The test's own thread does as little as it can: it notes the running test in a
 :class:`CurrentTest` and, when the test ends, appends its ``end`` message, packed once
-(the same bytes are the fallback copy), to a deque.
-The background thread wakes once per interval: it samples RSS if a test is running,
-tells the sink about a test still running then (its ``start`` and the phases it has
-finished, each once), numbers the queued messages and sends them as one frame.  Most
-tests start and end between two wake-ups and cost one message; wake-ups, not bytes, are
-what a stream costs on a busy machine, so the test thread wakes the background thread
-early only when a message must be seen at once (a hungry test ended) or the queue is long.
+(the same bytes are the fallback copy), to a deque.  It sends the queue itself, as one
+frame, when the last frame went out an interval ago (or at once, for a message the sink
+must see now: a hungry or failed test).
+The background thread wakes once per interval.  A test it finds running at two wake-ups
+in a row has run for an interval at least: it samples the RSS and tells the sink about
+that test (its ``start`` and the phases it has finished, each once), and it sends
+whatever the test thread left queued.  Most tests start and end between two wake-ups
+and cost one message and no work at all on the background thread: on a busy machine,
+a thread that wakes to work takes the interpreter lock from the tests, and handing the
+lock back and forth between two threads costs far more than the work itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -102,7 +106,7 @@ class CurrentTest:
 
 
 class Stream:
-    """Queues this worker's messages and sends them from one background thread."""
+    """Queues this worker's messages and sends them, from the test thread or the sampler."""
 
     def __init__(self, sender: Sender, probe: MemoryProbe, worker: str, interval: float) -> None:
         self.worker = worker
@@ -115,7 +119,10 @@ class Stream:
         self._probe = probe
         #: Messages packed by protocol.pack_message, waiting for their numbers.
         self._queue: deque[bytes] = deque()
-        self._seq = 0  # touched by the background thread only
+        #: Either thread may send: the lock keeps the numbering and the socket to one.
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._sent_at = time.monotonic()
         self._wake = threading.Event()
         self._stopping = False
         self._bye: dict[str, Any] = {}
@@ -141,10 +148,15 @@ class Stream:
         return protocol.pack_message(dict(message, v=protocol.VERSION, w=self.worker))
 
     def emit(self, packed: bytes, urgent: bool = False) -> None:
-        """Queue a message packed by :meth:`pack` (or alike) to be numbered and sent."""
-        self._queue.append(packed)
-        if urgent or len(self._queue) >= FLUSH_AT:
-            self._wake.set()
+        """Queue a message packed by :meth:`pack` (or alike); send the queue if it is due."""
+        queue = self._queue
+        queue.append(packed)
+        if self._stopping:
+            return  # the background thread sends what is left
+        if urgent or len(queue) >= FLUSH_AT or time.monotonic() - self._sent_at >= self.interval:
+            # Never the test's problem: the fallback holds every end.
+            with contextlib.suppress(Exception):
+                self._flush(None, None)
 
     def stop(self, tests: int, timeout: float) -> None:
         """Send everything still queued and a ``bye``, then close; bounded by ``timeout``."""
@@ -155,12 +167,14 @@ class Stream:
 
     def _run(self) -> None:
         probe, wake = self._probe, self._wake
+        seen = -1  # the index of the test running at the last wake-up
         while True:
             wake.wait(self.interval)
-            wake.clear()
+            if self._stopping:
+                break
             test = self.test
             sample = None
-            if test is not None:
+            if test is not None and test.index == seen:
                 now, rss = time.time(), probe.rss()
                 probe.observe(rss)
                 self.recent.append((test.index, test.phase, now, rss))
@@ -171,25 +185,28 @@ class Stream:
                     "ph": test.phase,
                     "s": [[now, rss]],
                 }
-            self._flush(test, sample)
-            if self._stopping:
-                break
+                self._flush(test, sample)
+            elif self._queue and time.monotonic() - self._sent_at >= self.interval:
+                self._flush(None, None)  # the test thread has not sent them for a while
+            seen = -1 if test is None else test.index
         bye = dict(self._bye, k="bye", t=time.time(), sent=self.sent, dropped=self.dropped)
         self._queue.append(self.pack(bye))
         self._flush(None, None)
         self._sender.close()
 
     def _flush(self, test: CurrentTest | None, sample: dict[str, Any] | None) -> None:
-        queue, pop = self._queue, self._queue.popleft
-        messages: list[bytes] = []
-        while queue:
-            messages.append(pop())
-        # A test whose end is queued needs no start: its end carries every phase.
-        if test is not None and not test.ended:
-            messages += [self.pack(message) for message in test.progress()]
-        if sample is not None:
-            messages.append(self.pack(sample))
-        for first in range(0, len(messages), CHUNK):
-            batch = messages[first : first + CHUNK]
-            self._sender.send_packed(batch, self._seq)
-            self._seq += len(batch)
+        with self._lock:
+            queue, pop = self._queue, self._queue.popleft
+            messages: list[bytes] = []
+            while queue:
+                messages.append(pop())
+            # A test whose end is queued needs no start: its end carries every phase.
+            if test is not None and not test.ended:
+                messages += [self.pack(message) for message in test.progress()]
+            if sample is not None:
+                messages.append(self.pack(sample))
+            for first in range(0, len(messages), CHUNK):
+                batch = messages[first : first + CHUNK]
+                self._sender.send_packed(batch, self._seq)
+                self._seq += len(batch)
+            self._sent_at = time.monotonic()
