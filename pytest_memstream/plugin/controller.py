@@ -13,7 +13,7 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,21 +44,26 @@ CRASH_QUIET = 0.2
 
 
 class SinkStarter:
-    """Builds and starts the sink on a thread, while xdist starts the workers.
+    """Builds and starts the sink on a thread of its own, once xdist started the workers.
 
     Its addresses are known at once, because its sockets are bound here before ZeroMQ is
-    even imported (see collector/listen.py); ZeroMQ, the sink's sockets and its thread
-    then cost the workers nothing.  An address that cannot be bound that way (a host
-    name, ``ipc://``) makes the sink on this thread, before the workers start.
+    even imported (see collector/listen.py), and the run's state exists before the sink
+    does: workers can be told where to stream, and expected, before ZeroMQ is imported.
+    :meth:`start` then imports it and builds the sink while the workers start up, when
+    the controller has nothing else to do (before, the import would hold the interpreter
+    lock that xdist needs to start them).  An address that cannot be bound that way (a
+    host name, ``ipc://``) makes the sink on this thread, at once.
     """
 
     def __init__(self, secret: bytes, bind: str, ready: Callable[[Sink], None]) -> None:
         self._secret = secret
         self._bind = bind
         self._ready = ready
+        self._state: RunState | None = None
         self._sink: Sink | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._launched = False
         self.endpoint = ""
         self.viewer_endpoints: dict[str, str] = {}
         self.viewer_problem = ""
@@ -79,15 +84,29 @@ class SinkStarter:
         self._thread = threading.Thread(
             target=self._build, args=(listeners,), name="memstream-sink-setup", daemon=True
         )
-        self._thread.start()
+
+    @property
+    def state(self) -> RunState:
+        """The run's state, which the sink will feed (made on first use, on this thread)."""
+        if self._state is None:
+            from pytest_memstream.collector.state import RunState
+
+            self._state = RunState()
+        return self._state
+
+    def start(self) -> None:
+        """Build the sink on its thread (once; :meth:`sink` waits for it)."""
+        if self._thread is not None and not self._launched:
+            self.state  # noqa: B018 - made here, before the thread may need it
+            self._launched = True
+            self._thread.start()
 
     def _build(self, listeners: tuple[Listener, Listener, Listener] | None) -> None:
         try:
             from pytest_memstream.collector.sink import Sink, SinkError
-            from pytest_memstream.collector.state import RunState
 
             try:
-                sink = Sink(RunState(), self._secret, self._bind, listeners)
+                sink = Sink(self.state, self._secret, self._bind, listeners)
             except SinkError as exc:
                 raise pytest.UsageError(f"memstream: {exc}") from None
             try:
@@ -103,8 +122,9 @@ class SinkStarter:
                 listener.close()  # those ZeroMQ never adopted
 
     def sink(self) -> Sink:
-        """The running sink, once it is built (waits for the thread that builds it)."""
+        """The running sink, once it is built (starts and waits for the thread that builds it)."""
         if self._thread is not None:
+            self.start()
             self._thread.join()
         if self._sink is None:
             if isinstance(self._error, pytest.UsageError):
@@ -180,16 +200,13 @@ class Controller:
 
     @property
     def state(self) -> RunState:
-        return self.sink.state
+        return self.starter.state
 
     # --- workers ------------------------------------------------------------------------
 
     def worker_spec(self, worker: str) -> dict[str, Any]:
         """What a worker needs to stream: only basic types (execnet sends it)."""
-        announced = bool(self.starter.viewer_endpoints)
         self.state.expect(worker)
-        if announced and not self.starter.viewer_endpoints:
-            self.write_session_file()  # it named viewer sockets that do not exist
         return {
             "endpoint": self.starter.endpoint,
             "secret": self.secret.hex(),
@@ -243,6 +260,16 @@ class Controller:
         if not self.config.pluginmanager.has_plugin("dsession"):
             self.local = self._start_recorder(self.config, self.worker_spec("main"))
 
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtestloop(self) -> Generator[None, object, object]:
+        # Here, after xdist's pytest_sessionstart started the workers: they take a few
+        # hundred milliseconds to start and collect, and the sink is built meanwhile.
+        announced = bool(self.starter.viewer_endpoints)
+        self.starter.sink()
+        if announced and not self.starter.viewer_endpoints:
+            self.write_session_file()  # it named viewer sockets that do not exist
+        return (yield)
+
     def pytest_report_header(self) -> list[str]:
         starter = self.starter
         lines = [f"memstream: sink {starter.endpoint}"]
@@ -263,6 +290,7 @@ class Controller:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.starter.started()  # a run stopped before its test loop never built the sink
         if self.local is not None:
             fallback = self.local.close()
             self._drain("main", fallback["last_seq"])
