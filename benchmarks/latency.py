@@ -133,7 +133,7 @@ def run_part(long: bool) -> str:
         ],
     )
     rows = (
-        ("`sample` (sampler thread, every 0.1 s while a test runs)", "sample", True),
+        ("`sample` (sampler thread, every 0.1 s once a test has run 0.1 s)", "sample", True),
         ("`start` (a test begins)", "start", False),
         ("`end` (a test's record)", "end", False),
     )
@@ -171,9 +171,11 @@ def run_part(long: bool) -> str:
         f"{PLAIN_PER_MODULE} trivial tests, at the default `--memstream-interval` (0.1 s).",
         "Measured in the controller by `benchmarks/latency_plugin.py`: when the real sink "
         "thread applies a message, `time.time()` minus the time the worker stamped on it "
-        "(same machine, same clock). `start` and `end` are queued by the test's thread and "
-        "leave with the sampler's next wake-up (at most one interval later) unless urgent, "
-        "so their delay is by design up to ~100 ms; they are shown for a viewer's sake.",
+        "(same machine, same clock). An `end` is queued by the test's thread and leaves "
+        "with the next frame, which that thread sends once the last one is an interval old "
+        "(or at once, if urgent); a `start` is sent by the sampler for a test it finds "
+        "running at two wake-ups in a row. So their delay is by design up to one or two "
+        "intervals; they are shown for a viewer's sake.",
         *_viewer_notes(seen),
         "",
         f"Command (in the suite's directory, with `PYTHONPATH={ROOT}` and `{ENV}=out.json`):",

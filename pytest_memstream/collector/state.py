@@ -192,7 +192,7 @@ class RunState:
         worker.received += 1
         worker.heard = now
         self.messages += 1
-        _HANDLERS[message["k"]](self, worker, message)
+        getattr(self, "_on_" + message["k"])(worker, message)
 
     def _on_hello(self, worker: WorkerState, message: Message) -> None:
         worker.pid = message["pid"]
@@ -378,7 +378,3 @@ class RunState:
             )
             state.crashed = nodeid
             state.status = "crashed"
-
-
-#: What RunState does with each kind of message.
-_HANDLERS = {kind: getattr(RunState, "_on_" + kind) for kind in protocol.KINDS}
