@@ -121,3 +121,29 @@ def test_a_test_shorter_than_the_interval_costs_one_message(
     for worker in run.report["workers"]:
         assert worker["tests"] > 0
         assert worker["messages"] == worker["tests"] + 2, worker  # hello, the ends, bye
+
+
+def test_a_spike_in_an_early_subtest_counts_for_the_whole_call(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    # pytest reports each subtest while the call is still running: the call's peak is
+    # the peak of all of it, not of what came after the last subtest.
+    pytester.makepyfile(
+        test_sub="""
+        import unittest
+
+        class TestSub(unittest.TestCase):
+            def test_spike_then_nothing(self):
+                with self.subTest("spike"):
+                    spike = bytearray(100 << 20)
+                    del spike
+                for n in range(3):
+                    with self.subTest(n=n):
+                        pass
+        """
+    )
+    run = run_memstream("-p", "no:xdist", "test_sub.py")
+    test = run.test("TestSub::test_spike_then_nothing")
+    assert test["peak_phase"] == "call"
+    assert test["growth"] >= 95 * MiB
+    assert test["phases"]["call"]["peak_rss"] - test["phases"]["call"]["rss_before"] >= 95 * MiB

@@ -122,7 +122,7 @@ class HighWaterMark(MemoryProbe):
         # The mark must be back at the RSS for the next phase: a reset does that, but
         # costs a syscall, and when the mark is no higher than the RSS it changes nothing
         # the next phase's figures show (its peak is never taken below the RSS it starts
-        # at: see Recorder.pytest_runtest_makereport).
+        # at: see Recorder._boundary).
         rss, peak = self._figures()
         if peak > rss:
             os.write(self._clear_refs, b"5")

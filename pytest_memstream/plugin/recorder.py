@@ -91,16 +91,15 @@ class Recorder:
             config.pluginmanager.register(LimitCheck(self, self._limits, bad), "memstream-limits")
 
     # Everything below runs for every test: it does only what it must, and leaves the
-    # rest (numbering, start and phase messages, frames) to the stream's thread.
+    # rest (numbering and framing the ends, about ten times a second) to the stream.
     #
     # A phase is measured from one *boundary* to the next.  A boundary is taken as each
-    # phase ends, when pytest is about to make its report (after every plugin's part of
-    # the phase), and the next phase of the test starts from it: the call's figures
-    # include the setup's report, the teardown's the call's.  A test starts at a
-    # boundary of its own, so that what happens between two tests (pytest and xdist
-    # reporting the previous one) counts against neither.  Each boundary is two
-    # syscalls (a third when the mark must be set back), and on a virtual machine every
-    # syscall costs microseconds: four boundaries a test.
+    # phase ends, inside every other plugin's part of it, and the next phase of the test
+    # starts from it: the call's figures include the setup's report, the teardown's the
+    # call's.  A test starts at a boundary of its own, so that what happens between two
+    # tests (pytest and xdist reporting the previous one) counts against neither.  Each
+    # boundary is two syscalls (a third when the mark must be set back), and on a
+    # virtual machine every syscall costs microseconds: four boundaries a test.
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -118,27 +117,48 @@ class Recorder:
             self._stream.test = None
             self._end(test)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self) -> None:
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self) -> Generator[None, object, object]:
+        started = time.perf_counter()
         if self._test is not None:
             self._test.phase = "setup"  # again on each rerun of the test
+        try:
+            return (yield)
+        finally:
+            self._boundary("setup", started)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_makereport(self, call: pytest.CallInfo[None]) -> None:
-        """A phase just ended (one hook for the three phases: cheaper than a wrapper each)."""
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self) -> Generator[None, object, object]:
+        started = time.perf_counter()
+        if self._test is not None:
+            self._test.phase = "call"
+        try:
+            return (yield)
+        finally:
+            self._boundary("call", started)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self) -> Generator[None, object, object]:
+        started = time.perf_counter()
+        if self._test is not None:
+            self._test.phase = "teardown"
+        try:
+            return (yield)
+        finally:
+            self._boundary("teardown", started)
+
+    def _boundary(self, phase: str, started: float) -> None:
+        duration = time.perf_counter() - started
         test = self._test
         if test is None:
             return  # a phase run outside a test's protocol: nothing to measure it from
-        phase = call.when
         before = self._rss
         after, peak = self._probe.boundary()
         self._rss = after
         # A tuple of numbers, which the garbage collector stops tracking: the figures
         # wait in the queue for up to an interval, and tracked they would be promoted
         # to the oldest generation and make every full collection of the run longer.
-        test.phases[phase] = (before, after, max(peak, before, after), call.duration)
-        # What runs next, for the sampler's label: a setup that did not pass has no call.
-        test.phase = "call" if phase == "setup" and call.excinfo is None else "teardown"
+        test.phases[phase] = (before, after, max(peak, before, after), duration)
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
