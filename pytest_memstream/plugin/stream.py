@@ -17,13 +17,16 @@ lock back and forth between two threads costs far more than the work itself.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any
 
 from pytest_memstream import protocol
-from pytest_memstream.plugin.probe import MemoryProbe
+from pytest_memstream.plugin.probe import SAMPLED, MemoryProbe
 from pytest_memstream.sender import Sender
 
 FLUSH_AT = 256
@@ -127,6 +130,9 @@ class Stream:
         self._stopping = False
         self._bye: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._run, name="memstream-stream", daemon=True)
+        # A forked child (a test using multiprocessing) must not send on its parent's
+        # socket, nor wait on a lock the parent's sampler held at the fork.
+        os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
 
     @property
     def sent(self) -> int:
@@ -174,6 +180,8 @@ class Stream:
                 break
             test = self.test
             sample = None
+            if test is not None and test.index != seen and probe.method == SAMPLED:
+                probe.observe(probe.rss())  # where the sampler is the only peak there is
             if test is not None and test.index == seen:
                 now, rss = time.time(), probe.rss()
                 probe.observe(rss)
@@ -207,6 +215,15 @@ class Stream:
                 messages.append(self.pack(sample))
             for first in range(0, len(messages), CHUNK):
                 batch = messages[first : first + CHUNK]
-                self._sender.send_packed(batch, self._seq)
+                seq = self._seq
+                # Numbered before it goes: a send cut short (Ctrl-C reaches the test's
+                # thread) is a gap the sink counts, never a number used twice.
                 self._seq += len(batch)
+                self._sender.send_packed(batch, seq)
             self._sent_at = time.monotonic()
+
+
+def _forked(stream: weakref.ref[Stream]) -> None:
+    alive = stream()
+    if alive is not None:
+        alive._stopping = True  # what the child's tests end with stays in its queue
