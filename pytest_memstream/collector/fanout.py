@@ -260,6 +260,8 @@ class Fanout:
         finally:
             self._router.close(linger=0)
             self._xpub.close()
+            # Its copies of the records go with the run's (RunState.forget).
+            self._tests, self._views, self._snapshot_cache = {}, {}, None
 
     # --- updates ------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 The controller must name the sink's endpoint before the workers start, but importing
 ZeroMQ and building the sink then would delay every worker by tens of milliseconds.
 Instead it binds plain sockets here, in microseconds, names their addresses at once, and
-builds the sink on a thread while xdist starts the workers: ZeroMQ adopts a bound,
+builds the sink on a thread once xdist has started the workers: ZeroMQ adopts a bound,
 listening socket through ``ZMQ_USE_FD``, and a worker that connects earlier is simply
 queued by the kernel until it does.
 

@@ -63,6 +63,7 @@ class SinkStarter:
         self._sink: Sink | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._listeners: tuple[Listener, Listener, Listener] | None = None
         self._launched = False
         self.endpoint = ""
         self.viewer_endpoints: dict[str, str] = {}
@@ -81,6 +82,7 @@ class SinkStarter:
             "updates": listeners[2].endpoint,
         }
         self.viewer_problem = ""
+        self._listeners = listeners
         self._thread = threading.Thread(
             target=self._build, args=(listeners,), name="memstream-sink-setup", daemon=True
         )
@@ -136,7 +138,13 @@ class SinkStarter:
         return self._sink
 
     def started(self) -> Sink | None:
-        """The sink if it started, without raising (for cleaning up)."""
+        """The sink if it was started, without raising (for cleaning up); a sink that
+        never was is not built just to be stopped: its sockets are closed."""
+        if self._thread is not None and not self._launched:
+            self._launched = True  # and never will be
+            for listener in self._listeners or ():
+                listener.close()
+            return None
         try:
             return self.sink()
         except pytest.UsageError:
@@ -259,6 +267,9 @@ class Controller:
         # Known only now: xdist registers its DSession in a trylast pytest_configure.
         if not self.config.pluginmanager.has_plugin("dsession"):
             self.local = self._start_recorder(self.config, self.worker_spec("main"))
+            # No workers to start: the sink is built now, so that a viewer can attach
+            # while the tests are being collected.
+            self.starter.start()
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtestloop(self) -> Generator[None, object, object]:
@@ -290,7 +301,6 @@ class Controller:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        self.starter.started()  # a run stopped before its test loop never built the sink
         if self.local is not None:
             fallback = self.local.close()
             self._drain("main", fallback["last_seq"])
