@@ -145,6 +145,14 @@ def test_end_phases_are_checked(phases: Any) -> None:
 MISSING = object()
 
 
+def test_the_usual_end_knows_every_field_of_an_end() -> None:
+    # protocol._usual_end checks these by hand: a field added to the schema must be
+    # added there too (this fails until it is).
+    names = [name for name, _ in protocol._FIELDS["end"]]
+    assert names == ["v", "k", "w", "q", "t", "i", "id", "o", "m", "p", "t0"]
+    assert "end" not in protocol.OPTIONAL
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -193,6 +201,11 @@ def test_the_usual_end_is_checked_as_any_message_is(changes: dict[str, Any]) -> 
             outcomes.append(exc.reason)
     assert outcomes[0] == outcomes[1]
     assert isinstance(outcomes[0], str) or outcomes[0].keys() <= raw.keys()
+    # And the fast path is taken where it should be: every valid end with float times.
+    usual = protocol._usual_end(raw)
+    assert usual in (None, outcomes[1])
+    if changes.keys() <= {"p", "extra"} and not isinstance(outcomes[0], str):
+        assert usual is not None
 
 
 def test_samples_are_checked() -> None:
