@@ -255,7 +255,7 @@ class RunState:
 
         Freed now by reference counts, they cost little; kept, they would be walked by
         each full collection left in the process (pytest's own at unconfigure, and the
-        interpreter's as it exits): some 15 ms per thousand tests on this machine.
+        interpreter's as it exits).
         """
         with self.cond:
             self.tests = {}
