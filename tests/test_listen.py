@@ -129,3 +129,15 @@ def test_viewer_sockets_that_fail_after_one_bind_cost_only_the_viewers(
     assert starter.viewer_endpoints == {}
     assert starter.viewer_problem == sink.viewer_problem
     sink.stop()
+
+
+def test_a_sink_never_started_is_not_built_to_be_stopped() -> None:
+    # A run that ends before its test loop (a usage error, --help with addopts): the
+    # controller gives its sockets back instead of importing ZeroMQ to close them.
+    starter = SinkStarter(protocol.new_secret(), "tcp://127.0.0.1", no_alarm)
+    host, port = starter.endpoint[len("tcp://") :].rsplit(":", 1)
+    assert starter.started() is None
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5).close()
+    with pytest.raises(pytest.UsageError, match="the sink could not start"):
+        starter.sink()

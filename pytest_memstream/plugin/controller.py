@@ -50,8 +50,8 @@ class SinkStarter:
     even imported (see collector/listen.py), and the run's state exists before the sink
     does: workers can be told where to stream, and expected, before ZeroMQ is imported.
     :meth:`start` then imports it and builds the sink while the workers start up, when
-    the controller has nothing else to do (before, the import would hold the interpreter
-    lock that xdist needs to start them).  An address that cannot be bound that way (a
+    the controller has nothing else to do (any sooner, the import would hold the
+    interpreter lock that xdist needs to start them).  An address that cannot be bound that way (a
     host name, ``ipc://``) makes the sink on this thread, at once.
     """
 
@@ -127,7 +127,8 @@ class SinkStarter:
         """The running sink, once it is built (starts and waits for the thread that builds it)."""
         if self._thread is not None:
             self.start()
-            self._thread.join()
+            if self._thread.ident is not None:  # not a sink given up on by started()
+                self._thread.join()
         if self._sink is None:
             if isinstance(self._error, pytest.UsageError):
                 raise self._error
