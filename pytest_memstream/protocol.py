@@ -291,7 +291,6 @@ def _usual_end(raw: Message) -> Message | None:
         and type(nodeid) is str
         and type(o) is str
         and type(m) is str
-        and type(p) is dict
         and 0 <= q <= MAX_INT
         and 0 <= i <= MAX_INT
         and 0.0 <= t <= 1e11
@@ -299,16 +298,11 @@ def _usual_end(raw: Message) -> Message | None:
         and 0 < len(nodeid) <= MAX_NODEID
         and o in TEST_OUTCOMES
         and m in PEAK_METHODS
-        and 0 < len(p) <= len(PHASES)
         and WORKER_ID.fullmatch(w)
     ):
         return None
-    phases = {}
     try:
-        for name, figures in p.items():
-            if type(name) is not str or name not in PHASES:
-                return None
-            phases[name] = _phase_figures(figures)
+        phases = _phase_map(p)
     except ValueError:
         return None
     return {
