@@ -51,8 +51,8 @@ class SinkStarter:
     does: workers can be told where to stream, and expected, before ZeroMQ is imported.
     :meth:`start` then imports it and builds the sink while the workers start up, when
     the controller has nothing else to do (any sooner, the import would hold the
-    interpreter lock that xdist needs to start them).  An address that cannot be bound that way (a
-    host name, ``ipc://``) makes the sink on this thread, at once.
+    interpreter lock that xdist needs to start them).  An address that cannot be bound
+    that way (a host name, ``ipc://``) makes the sink on this thread, at once.
     """
 
     def __init__(self, secret: bytes, bind: str, ready: Callable[[Sink], None]) -> None:
@@ -64,7 +64,6 @@ class SinkStarter:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._listeners: tuple[Listener, Listener, Listener] | None = None
-        self._launched = False
         self.endpoint = ""
         self.viewer_endpoints: dict[str, str] = {}
         self.viewer_problem = ""
@@ -98,9 +97,8 @@ class SinkStarter:
 
     def start(self) -> None:
         """Build the sink on its thread (once; :meth:`sink` waits for it)."""
-        if self._thread is not None and not self._launched:
+        if self._thread is not None and self._thread.ident is None:
             self.state  # noqa: B018 - made here, before the thread may need it
-            self._launched = True
             self._thread.start()
 
     def _build(self, listeners: tuple[Listener, Listener, Listener] | None) -> None:
@@ -127,8 +125,7 @@ class SinkStarter:
         """The running sink, once it is built (starts and waits for the thread that builds it)."""
         if self._thread is not None:
             self.start()
-            if self._thread.ident is not None:  # not a sink given up on by started()
-                self._thread.join()
+            self._thread.join()
         if self._sink is None:
             if isinstance(self._error, pytest.UsageError):
                 raise self._error
@@ -141,8 +138,9 @@ class SinkStarter:
     def started(self) -> Sink | None:
         """The sink if it was started, without raising (for cleaning up); a sink that
         never was is not built just to be stopped: its sockets are closed."""
-        if self._thread is not None and not self._launched:
-            self._launched = True  # and never will be
+        if self._thread is not None and self._thread.ident is None:
+            self._thread = None  # and never will be
+            self._error = RuntimeError("the run ended before it needed a sink")
             for listener in self._listeners or ():
                 listener.close()
             return None
