@@ -179,10 +179,8 @@ class Stream:
             if self._stopping:
                 break
             test = self.test
-            sample = None
-            if test is not None and test.index != seen and probe.method == SAMPLED:
-                probe.observe(probe.rss())  # where the sampler is the only peak there is
             if test is not None and test.index == seen:
+                # Running at two wake-ups in a row: a test the sink should see live.
                 now, rss = time.time(), probe.rss()
                 probe.observe(rss)
                 self.recent.append((test.index, test.phase, now, rss))
@@ -194,8 +192,11 @@ class Stream:
                     "s": [[now, rss]],
                 }
                 self._flush(test, sample)
-            elif self._queue and time.monotonic() - self._sent_at >= self.interval:
-                self._flush(None, None)  # the test thread has not sent them for a while
+            else:
+                if test is not None and probe.method == SAMPLED:
+                    probe.observe(probe.rss())  # where the sampler is the only peak there is
+                if self._queue and time.monotonic() - self._sent_at >= self.interval:
+                    self._flush(None, None)  # the test thread has not sent them for a while
             seen = -1 if test is None else test.index
         bye = dict(self._bye, k="bye", t=time.time(), sent=self.sent, dropped=self.dropped)
         self._queue.append(self.pack(bye))
