@@ -60,6 +60,8 @@ class SinkStarter:
         self._bind = bind
         self._ready = ready
         self._state: RunState | None = None
+        #: Workers told where to stream before the state was made (see :meth:`expect`).
+        self._expected: list[str] = []
         self._sink: Sink | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -93,7 +95,19 @@ class SinkStarter:
             from pytest_memstream.collector.state import RunState
 
             self._state = RunState()
+            for worker in self._expected:
+                self._state.expect(worker)
         return self._state
+
+    def expect(self, worker: str) -> None:
+        """A worker will stream to this sink.  Before the sink starts, nothing it sends can
+        arrive, so the state is not made for this: xdist tells each worker where to stream
+        between starting its process and starting the next one's, and a worker kept
+        waiting while the controller imports the state is time the whole run waits."""
+        if self._state is None:
+            self._expected.append(worker)
+        else:
+            self._state.expect(worker)
 
     def start(self) -> None:
         """Build the sink on its thread (once; :meth:`sink` waits for it)."""
@@ -213,7 +227,7 @@ class Controller:
 
     def worker_spec(self, worker: str) -> dict[str, Any]:
         """What a worker needs to stream: only basic types (execnet sends it)."""
-        self.state.expect(worker)
+        self.starter.expect(worker)
         return {
             "endpoint": self.starter.endpoint,
             "secret": self.secret.hex(),
