@@ -116,33 +116,43 @@ class HighWaterMark(MemoryProbe):
             self._open()
 
     def rss(self) -> int:
-        return int(os.pread(self._statm, 64, 0).split()[1]) * self._page
+        return int(os.pread(self._statm, 64, 0).split(None, 2)[1]) * self._page
 
     def boundary(self) -> tuple[int, int]:
-        # The mark must be back at the RSS for the next phase: a reset does that, but
-        # costs a syscall, and when the mark is no higher than the RSS it changes nothing
-        # the next phase's figures show (its peak is never taken below the RSS it starts
-        # at: see Recorder._boundary).
+        # Four times a test, so the usual case is one flat function: the RSS from statm,
+        # the mark from getrusage once it is trusted (see _figures for the rest).
+        if self._trust:
+            rss = int(os.pread(self._statm, 64, 0).split(None, 2)[1]) * self._page
+            mark = getrusage(RUSAGE_THREAD).ru_maxrss
+            if mark > self._floor:
+                # getrusage sums per-CPU counters lazily: it may lag statm a little.
+                peak = mark << 10
+                if peak <= rss:
+                    return rss, rss
+                # The mark must be back at the RSS for the next phase.  A reset costs a
+                # syscall, and when the mark is no higher than the RSS it changes
+                # nothing the next phase's figures show (its peak is never taken below
+                # the RSS it starts at: see Recorder._boundary).
+                os.write(self._clear_refs, b"5")
+                return rss, peak
+            if mark << 10 <= rss:
+                return rss, rss
         rss, peak = self._figures()
         if peak > rss:
             os.write(self._clear_refs, b"5")
         return rss, peak
 
     def _figures(self) -> tuple[int, int]:
-        if self._trust is not False:
+        """The figures when getrusage is not trusted yet, or cannot tell."""
+        if self._trust is None:
             rss = self.rss()
             mark = _maxrss_kib()
             if mark > self._floor:
-                if self._trust:
-                    # getrusage sums per-CPU counters lazily: it may lag statm a little.
-                    return rss, max(mark << 10, rss)
                 # The first reading above the floor: it must agree with the status file
                 # (it does on Linux; anywhere it does not, the status file is read).
                 rss, peak = self._status_figures()
                 self._trust = _follows(mark, peak)
                 return rss, peak
-            if self._trust and mark << 10 <= rss:
-                return rss, rss
         return self._status_figures()
 
     def _status_figures(self) -> tuple[int, int]:
