@@ -21,7 +21,6 @@ import functools
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Any
 
@@ -131,8 +130,11 @@ class Stream:
         self._bye: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._run, name="memstream-stream", daemon=True)
         # A forked child (a test using multiprocessing) must not send on its parent's
-        # socket, nor wait on a lock the parent's sampler held at the fork.
-        os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
+        # socket, nor wait on a lock the parent's sampler held at the fork: what the
+        # child's tests end with stays in its queue.  The hook is a list's append, not
+        # a function of ours, for the reason given in HighWaterMark.__init__.
+        self._forked: list[bool] = []
+        os.register_at_fork(after_in_child=functools.partial(self._forked.append, True))
 
     @property
     def sent(self) -> int:
@@ -157,8 +159,8 @@ class Stream:
         """Queue a message packed by :meth:`pack` (or alike); send the queue if it is due."""
         queue = self._queue
         queue.append(packed)
-        if self._stopping:
-            return  # the background thread sends what is left
+        if self._stopping or self._forked:
+            return  # the background thread sends what is left (a forked child's: nobody)
         if urgent or len(queue) >= FLUSH_AT or time.monotonic() - self._sent_at >= self.interval:
             # Never the test's problem: the fallback holds every end.
             with contextlib.suppress(Exception):
@@ -222,9 +224,3 @@ class Stream:
                 self._seq += len(batch)
                 self._sender.send_packed(batch, seq)
             self._sent_at = time.monotonic()
-
-
-def _forked(stream: weakref.ref[Stream]) -> None:
-    alive = stream()
-    if alive is not None:
-        alive._stopping = True  # what the child's tests end with stays in its queue
