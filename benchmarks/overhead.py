@@ -1,8 +1,9 @@
 """Part 1: wall time of the same suites with the plugin off, --memstream and the peers.
 
-Each (suite, -n) cell runs its contenders in strict alternation (off, memstream, [peers],
-off, memstream, ...), and every ratio is taken against the "off" run of its own round,
-so that a noisy neighbour shifts both sides of a ratio alike; the table shows medians.
+Each (suite, -n) cell runs its contenders in rounds, every other round in reverse order
+(off, memstream, [peers], then [peers], memstream, off, ...), and every ratio is taken
+against the "off" run of its own round, so that a noisy neighbour shifts both sides of a
+ratio alike; the table shows medians.
 """
 
 from __future__ import annotations
@@ -86,23 +87,27 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="memstream-bench-") as tmp:
         run(pytest_command(_args(CONTENDERS[0], workers, Path(tmp))), root)
     for r in range(rounds):
-        off: RunResult | None = None
-        ran = []
-        for contender in CONTENDERS:
-            if r >= peer_rounds.get(contender.name, rounds):
-                continue
+        contenders = [c for c in CONTENDERS if r < peer_rounds.get(c.name, rounds)]
+        # Every other round runs in reverse, so that no contender always runs first (or
+        # right after the same neighbour): a position in the round is worth a few percent
+        # on a shared machine, as much as the budget.
+        if r % 2:
+            contenders.reverse()
+        results: dict[str, RunResult] = {}
+        for contender in contenders:
             with tempfile.TemporaryDirectory(prefix="memstream-bench-") as tmp:
                 result = run(pytest_command(_args(contender, workers, Path(tmp))), root)
+            results[contender.name] = result
             cell.times.setdefault(contender.name, []).append(result.seconds)
-            ran.append(f"{contender.name} {result.seconds:.2f}s")
             if result.returncode != 0:
                 cell.problems[contender.name] = _outcome(result)
-            if contender.name == "off":
-                off = result
-            elif off is not None:
-                cell.ratios.setdefault(contender.name, []).append(result.seconds / off.seconds)
-                cell.cpu_ratios.setdefault(contender.name, []).append(result.cpu / off.cpu)
-        log.append(f"  {suite} -n {workers} round {r + 1}/{rounds}: " + ", ".join(ran))
+        off = results["off"]
+        for name, result in results.items():
+            if name != "off":
+                cell.ratios.setdefault(name, []).append(result.seconds / off.seconds)
+                cell.cpu_ratios.setdefault(name, []).append(result.cpu / off.cpu)
+        ran = ", ".join(f"{name} {result.seconds:.2f}s" for name, result in results.items())
+        log.append(f"  {suite} -n {workers} round {r + 1}/{rounds}: {ran}")
         print(log[-1], file=sys.stderr, flush=True)
     return cell
 
@@ -197,7 +202,9 @@ def render(cells: list[Cell], rounds: int) -> str:
         )
     table.notes += [
         f"Each cell: {rounds} rounds; a round runs off, `--memstream` and (where shown) the "
-        "peers one after another, and each ratio divides by the off run of its own round. "
+        "peers one after another, every other round in reverse order (a position in the "
+        "round is worth a few percent here), and each ratio divides by the off run of its "
+        "own round. "
         "Times are whole `python -m pytest` invocations (start-up, collection, run, report), "
         "median of the rounds. The CPU column is the median ratio of user + system time of "
         "the whole process tree (the xdist workers included): less sensitive to neighbours "
