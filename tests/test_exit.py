@@ -17,7 +17,7 @@ import pytest
 # keeps the whole session alive through that pass, and every process paid one more full
 # collection over its heap at exit.
 AT_EXIT = """
-import gc, sys, weakref
+import gc, sys, threading, weakref
 import pytest
 
 class Grab:
@@ -28,10 +28,12 @@ class Grab:
 args = ["-q", "-p", "no:cacheprovider", "-p", "no:xdist", *sys.argv[1:]]
 code = pytest.main(args, plugins=[Grab()])
 assert code == 0, code
+# A thread of ours still running would keep our modules alive for another reason.
+assert threading.active_count() == 1, threading.enumerate()
 ref = Grab.ref
 del Grab, pytest
 for name in list(sys.modules):
-    if name not in ("sys", "builtins", "gc", "weakref"):
+    if name not in ("sys", "builtins", "gc", "threading", "weakref"):
         del sys.modules[name]
 gc.collect()
 print("config alive" if ref() is not None else "config freed")

@@ -202,3 +202,30 @@ def test_a_forked_child_reads_its_own_figures() -> None:
     assert parent_rss > 300 * MiB
     assert child_rss < 200 * MiB
     assert child_peak < 200 * MiB
+
+
+def test_a_forked_child_keeps_the_peak_it_reached_before_its_first_reading() -> None:
+    # pytest-forked takes a test's start in the parent and its next boundary in the child:
+    # what the child reached before that belongs to the phase.  The parent once peaked at
+    # 300 MiB, which the child must not inherit.
+    code = textwrap.dedent(
+        """
+        import json, mmap, os
+        from pytest_memstream.plugin.probe import HighWaterMark
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
+        probe = HighWaterMark()
+        mmap.mmap(-1, 300 << 20, flags=flags).close()
+        probe.start()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            mmap.mmap(-1, 100 << 20, flags=flags).close()
+            os.write(write, json.dumps(probe.boundary()).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(os.read(read, 1000).decode())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    after, peak = json.loads(done.stdout)
+    assert after + 95 * MiB <= peak <= after + 150 * MiB

@@ -98,19 +98,21 @@ class HighWaterMark(MemoryProbe):
         self._forked: list[bool] = []
         os.register_at_fork(after_in_child=functools.partial(self._forked.append, True))
 
-    def _open(self) -> None:
+    def _open(self, reset: bool = True) -> None:
         # The descriptors stay open: a reset then costs ~1 µs and a statm read ~1 µs.
         fds: list[int] = []
         try:
             for path, mode in _FILES:
                 fds.append(os.open(path, mode | os.O_CLOEXEC))
-            os.write(fds[2], b"5")
+            if reset:
+                os.write(fds[2], b"5")
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
         self._statm, self._status, self._clear_refs = fds
-        self._floor = _maxrss_kib()
+        # A forked child inherits no maximum: the kernel carries one across exec only.
+        self._floor = _maxrss_kib() if reset else 0
 
     def _close(self) -> None:
         for fd in (self._statm, self._status, self._clear_refs):
@@ -119,13 +121,18 @@ class HighWaterMark(MemoryProbe):
         self._statm = self._status = self._clear_refs = -1
 
     def _in_child(self) -> None:
-        """Open this process's own files, in a forked child.  The parent's stay open: the
-        child may have closed them already, and their numbers may be someone else's."""
+        """Open this process's own files, in a forked child, at its first reading.
+
+        The mark is not reset: a forked child's starts at its RSS at the fork, so the
+        first boundary shows the peak since then, whatever the child did before it.
+        The parent's descriptors stay open: the child may have closed them already, and
+        their numbers may be someone else's by now.
+        """
         self._forked.clear()
         self._statm = self._status = self._clear_refs = -1
         # A child that cannot read its own files never measures: it must still run.
         with contextlib.suppress(OSError):
-            self._open()
+            self._open(reset=False)
 
     def rss(self) -> int:
         if self._forked:
