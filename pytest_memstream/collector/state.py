@@ -144,9 +144,9 @@ class WorkerState:
 class RunState:
     """The aggregate of every worker's stream, safe to share between two threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float | None = None) -> None:
         self.cond = threading.Condition()
-        self.started = time.time()
+        self.started = time.time() if started is None else started
         self.workers: dict[str, WorkerState] = {}
         self.tests: dict[tuple[str, int], TestRecord] = {}
         self.rejects: Counter[str] = Counter()

@@ -60,6 +60,7 @@ class SinkStarter:
         self._bind = bind
         self._ready = ready
         self._state: RunState | None = None
+        self._began = time.time()  # the run's start, whenever its state is made
         #: Workers told where to stream before the state was made (see :meth:`expect`).
         self._expected: list[str] = []
         self._sink: Sink | None = None
@@ -94,7 +95,7 @@ class SinkStarter:
         if self._state is None:
             from pytest_memstream.collector.state import RunState
 
-            self._state = RunState()
+            self._state = RunState(started=self._began)
             for worker in self._expected:
                 self._state.expect(worker)
         return self._state
