@@ -88,9 +88,10 @@ def measure(
         run(pytest_command(_args(CONTENDERS[0], workers, Path(tmp))), root)
     for r in range(rounds):
         contenders = [c for c in CONTENDERS if r < peer_rounds.get(c.name, rounds)]
-        # Every other round runs in reverse, so that no contender always runs first (or
-        # right after the same neighbour): a position in the round is worth a few percent
-        # on a shared machine, as much as the budget.
+        # Every other round runs in reverse, so that off and --memstream do not always
+        # run in the same place: a position in the round is worth a few percent on a
+        # shared machine, as much as the budget.  (A peer that runs in one round only
+        # runs in the first, forward.)
         if r % 2:
             contenders.reverse()
         results: dict[str, RunResult] = {}
@@ -203,8 +204,8 @@ def render(cells: list[Cell], rounds: int) -> str:
     table.notes += [
         f"Each cell: {rounds} rounds; a round runs off, `--memstream` and (where shown) the "
         "peers one after another, every other round in reverse order (a position in the "
-        "round is worth a few percent here), and each ratio divides by the off run of its "
-        "own round. "
+        "round is worth a few percent here; the peers, run in the first rounds only, are "
+        "not balanced that way), and each ratio divides by the off run of its own round. "
         "Times are whole `python -m pytest` invocations (start-up, collection, run, report), "
         "median of the rounds. The CPU column is the median ratio of user + system time of "
         "the whole process tree (the xdist workers included): less sensitive to neighbours "
