@@ -217,8 +217,21 @@ class SampledPeak(MemoryProbe):
         self._process = psutil.Process()
         self._lock = threading.Lock()
         self._peak = 0
+        # A forked child must read its own process, not its parent's (and the hook keeps
+        # nothing of ours alive: see HighWaterMark.__init__).
+        self._forked: list[bool] = []
+        os.register_at_fork(after_in_child=functools.partial(self._forked.append, True))
+
+    def _in_child(self) -> None:
+        import psutil
+
+        self._forked.clear()
+        self._process = psutil.Process()
+        self._lock = threading.Lock()  # the parent's sampler may have held it at the fork
 
     def rss(self) -> int:
+        if self._forked:
+            self._in_child()
         rss: int = self._process.memory_info().rss
         return rss
 
