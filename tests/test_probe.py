@@ -179,12 +179,13 @@ print(json.dumps(growths))
     assert all(growth >= 0.5 for growth in json.loads(done.stdout))
 
 
-def test_a_forked_child_reads_its_own_figures() -> None:
+@pytest.mark.parametrize("probe", ["HighWaterMark", "SampledPeak"])
+def test_a_forked_child_reads_its_own_figures(probe: str) -> None:
     code = textwrap.dedent(
-        """
+        f"""
         import os, json, sys
-        from pytest_memstream.plugin.probe import HighWaterMark
-        probe = HighWaterMark()
+        from pytest_memstream.plugin.probe import {probe}
+        probe = {probe}()
         big = bytearray(300 << 20)  # the parent holds 300 MiB while it forks
         read, write = os.pipe()
         pid = os.fork()
