@@ -50,6 +50,22 @@ class MemoryProbe:
         """A sample taken by the sampler thread (only the sampled method uses it)."""
 
 
+def fork_flag() -> list[bool]:
+    """A list that is empty here and not empty in a forked child of this process.
+
+    The fork hook only appends to the list, on purpose: ``os.register_at_fork`` keeps
+    what it is given until the very end of the interpreter, and a method or function of
+    ours would keep our module alive with it, through the module its loader (pytest's
+    assertion rewriter, as for any plugin's module) and through that the whole session:
+    freed by the interpreter's last garbage collection instead of its first, at the cost
+    of one more pass over the heap as the process exits (~50 ms in an xdist worker that
+    ran 1,000 tests).
+    """
+    forked: list[bool] = []
+    os.register_at_fork(after_in_child=functools.partial(forked.append, True))
+    return forked
+
+
 def open_probe() -> MemoryProbe:
     """The exact high-water-mark probe where the kernel offers it, else the sampled one."""
     try:
@@ -87,16 +103,9 @@ class HighWaterMark(MemoryProbe):
         #: Whether getrusage follows the mark: True, False, or None while unproven.  It
         #: is proven, or not, on the first reading above the floor (see _figures).
         self._trust: bool | None = None
-        # A forked child (a test using multiprocessing, or pytest-forked) must not read
-        # its parent's files: its first reading opens its own.  The hook only appends to
-        # a list, on purpose: register_at_fork keeps what it is given until the very end
-        # of the interpreter, and a method of ours would keep this module alive with it,
-        # and through the module its loader (pytest's assertion rewriter, as for any
-        # plugin module) and the whole session: freed by the interpreter's last garbage
-        # collection instead of its first, at the cost of one more pass over the heap
-        # when the process exits (~50 ms in an xdist worker that ran 1,000 tests).
-        self._forked: list[bool] = []
-        os.register_at_fork(after_in_child=functools.partial(self._forked.append, True))
+        # A forked child (a test using multiprocessing) must not read its parent's files:
+        # its first reading opens its own.
+        self._forked = fork_flag()
 
     def _open(self, reset: bool = True) -> None:
         # The descriptors stay open: a reset then costs ~1 µs and a statm read ~1 µs.
@@ -217,10 +226,8 @@ class SampledPeak(MemoryProbe):
         self._process = psutil.Process()
         self._lock = threading.Lock()
         self._peak = 0
-        # A forked child must read its own process, not its parent's (and the hook keeps
-        # nothing of ours alive: see HighWaterMark.__init__).
-        self._forked: list[bool] = []
-        os.register_at_fork(after_in_child=functools.partial(self._forked.append, True))
+        # A forked child must read its own process, not its parent's.
+        self._forked = fork_flag()
 
     def _in_child(self) -> None:
         import psutil

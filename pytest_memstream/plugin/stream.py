@@ -17,15 +17,13 @@ lock back and forth between two threads costs far more than the work itself.
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import threading
 import time
 from collections import deque
 from typing import Any
 
 from pytest_memstream import protocol
-from pytest_memstream.plugin.probe import SAMPLED, MemoryProbe
+from pytest_memstream.plugin.probe import SAMPLED, MemoryProbe, fork_flag
 from pytest_memstream.sender import Sender
 
 FLUSH_AT = 256
@@ -131,10 +129,8 @@ class Stream:
         self._thread = threading.Thread(target=self._run, name="memstream-stream", daemon=True)
         # A forked child (a test using multiprocessing) must not send on its parent's
         # socket, nor wait on a lock the parent's sampler held at the fork: what the
-        # child's tests end with stays in its queue.  The hook is a list's append, not
-        # a function of ours, for the reason given in HighWaterMark.__init__.
-        self._forked: list[bool] = []
-        os.register_at_fork(after_in_child=functools.partial(self._forked.append, True))
+        # child's tests end with stays in its queue.
+        self._forked = fork_flag()
 
     @property
     def sent(self) -> int:
