@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+#: What a report's tests can be sorted by.  Here, in the module every process has loaded
+#: anyway, so that pytest's option parsing can name them without importing another.
+SORT_KEYS = ("growth", "peak", "kept")
+
 
 def __getattr__(name: str) -> str:
     # Looked up on demand: reading the package metadata costs every pytest run that has

@@ -22,7 +22,9 @@ def _snapshot(config, where):
     threads = sorted(t.name for t in threading.enumerate())
     out = config.rootpath / f"probe-{where}-{os.getpid()}.json"
     heavy = [m for m in ("zmq", "msgpack", "psutil", "rich") if m in sys.modules]
-    out.write_text(json.dumps({"threads": threads, "sockets": sockets, "heavy": heavy}))
+    ours = sorted(m for m in sys.modules if m.startswith("pytest_memstream"))
+    seen = {"threads": threads, "sockets": sockets, "heavy": heavy, "ours": ours}
+    out.write_text(json.dumps(seen))
 
 def test_probe(request):
     _snapshot(request.config, "test")
@@ -31,6 +33,9 @@ def pytest_unconfigure(config):
     if not hasattr(config, "workerinput"):
         _snapshot(config, "controller")
 """
+
+
+OFF_MODULES = ["pytest_memstream", "pytest_memstream.plugin", "pytest_memstream.plugin.options"]
 
 
 def probes(path: Path) -> list[dict[str, Any]]:
@@ -49,6 +54,8 @@ def test_off_means_no_thread_socket_or_file(pytester: pytest.Pytester, xdist: li
         assert not [t for t in probe["threads"] if "memstream" in t]
         assert probe["sockets"] == 0
         assert probe["heavy"] == []  # an installed plugin that is off imports nothing big
+        # nor more of its own than declaring its flags takes (each module ~0.5 ms a process)
+        assert probe["ours"] == OFF_MODULES
     assert not (pytester.path / ".pytest_cache" / "d" / "memstream").exists()
     assert "memstream:" not in result.stdout.str()
 
@@ -58,6 +65,7 @@ def test_off_means_no_thread_socket_or_file(pytester: pytest.Pytester, xdist: li
     on = pytester.runpytest_subprocess("--memstream", *xdist)
     on.assert_outcomes(passed=1)
     assert any(any("memstream" in t for t in probe["threads"]) for probe in probes(pytester.path))
+    assert all(len(probe["ours"]) > len(OFF_MODULES) for probe in probes(pytester.path))
 
 
 def test_disabled_plugin_and_disabled_xdist(pytester: pytest.Pytester) -> None:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_memstream.collector import SORT_KEYS
+from pytest_memstream import SORT_KEYS
 from pytest_memstream.collector.html import write_html
 from pytest_memstream.collector.report import SCHEMA, Report, summary_lines, summary_title
 

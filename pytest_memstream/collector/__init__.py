@@ -2,7 +2,3 @@
 
 Nothing here knows about pytest.
 """
-
-#: What a report's tests can be sorted by (here, so that pytest's option parsing can name
-#: them without importing the report module in every process).
-SORT_KEYS = ("growth", "peak", "kept")

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_memstream.plugin.limits import marker_line
-from pytest_memstream.plugin.options import add_options, resolve
+from pytest_memstream.plugin.options import add_options, marker_line, resolve
 
 if TYPE_CHECKING:
     from pytest_memstream.collector.sink import Sink

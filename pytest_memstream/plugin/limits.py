@@ -18,28 +18,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
+from pytest_memstream.plugin.options import MARKER
 from pytest_memstream.sizes import format_size, parse_size
 
 if TYPE_CHECKING:
     from pytest_memstream.plugin.recorder import Recorder
 
-MARKER = "memstream_limit"
 ON = ("growth", "peak")
 #: Live samples of a phase shown in a failure message, the latest ones.
 SAMPLES_SHOWN = 12
-
-
-def memstream_limit(size: str | int, on: str = "growth") -> None:
-    """fail the test when its memory growth (peak RSS minus RSS at the start of setup)
-    exceeds size, e.g. "200M"; with on="peak", when its absolute peak RSS does.  Closest
-    marker (test, class, module) wins over --memstream-limit.  Only with --memstream.
-    """
-
-
-def marker_line() -> str:
-    """The marker's line for ``pytest --markers``, from the docstring above."""
-    doc = " ".join((memstream_limit.__doc__ or "").split())
-    return f'{MARKER}(size, on="growth"): {doc}'
 
 
 class Limit(NamedTuple):

@@ -1,4 +1,4 @@
-"""Command-line flags and ini keys, and the one resolver that turns them into Settings.
+"""Command-line flags, ini keys and the marker, and the resolver that turns them into Settings.
 
 Every flag is ``--memstream-*`` with dest ``memstream_*``, mirrored by an ini key of the
 same name.  The command line wins over the ini file; a bad value is a usage error that
@@ -16,8 +16,11 @@ from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
-from pytest_memstream.collector import SORT_KEYS
-from pytest_memstream.sizes import parse_size
+from pytest_memstream import SORT_KEYS
+
+# Loaded by every pytest run that has the plugin installed, on or off: it imports only
+# what declaring the flags needs (each module costs pytest's import hook ~0.5 ms), and
+# compiles its patterns when a flag needs them.
 
 DEFAULT_TOP = 5
 DEFAULT_SORT = "growth"
@@ -27,6 +30,22 @@ DEFAULT_BASELINE = "default"
 DEFAULT_MIN_INCREASE = "1M"
 
 T = TypeVar("T")
+
+MARKER = "memstream_limit"
+
+
+def memstream_limit(size: str | int, on: str = "growth") -> None:
+    """fail the test when its memory growth (peak RSS minus RSS at the start of setup)
+    exceeds size, e.g. "200M"; with on="peak", when its absolute peak RSS does.  Closest
+    marker (test, class, module) wins over --memstream-limit.  Only with --memstream.
+    """
+
+
+def marker_line() -> str:
+    """The marker's line for ``pytest --markers``, from the docstring above (the marker
+    itself is read in limits.py)."""
+    doc = " ".join((memstream_limit.__doc__ or "").split())
+    return f'{MARKER}(size, on="growth"): {doc}'
 
 
 class Settings(NamedTuple):
@@ -147,24 +166,26 @@ def _parse_interval(text: str) -> float:
     return value
 
 
-_ENDPOINT = re.compile(r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|\*)(:(\d{1,5}|\*))?|ipc://.+")
+_ENDPOINT = r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|\*)(:(\d{1,5}|\*))?|ipc://.+"
 
 
 def _parse_warn(text: str) -> int:
+    from pytest_memstream.sizes import parse_size
+
     value = parse_size(text)
     if value <= 0:
         raise ValueError
     return value
 
 
-_BASELINE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_BASELINE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
 
 
 def _parse_baseline(text: str) -> str:
     """A cache name (letters, digits, ``_.-``) or a path (has a separator or ends in .json)."""
     if is_baseline_path(text):
         return text
-    if not _BASELINE_NAME.fullmatch(text):
+    if not re.fullmatch(_BASELINE_NAME, text):
         raise ValueError
     return text
 
@@ -174,6 +195,8 @@ def is_baseline_path(name: str) -> bool:
 
 
 def _parse_increase(text: str) -> tuple[float, int]:
+    from pytest_memstream.sizes import parse_size
+
     percent, _, min_size = text.partition(",")
     value = float(percent.strip().rstrip("%"))
     if not (math.isfinite(value) and value >= 0):
@@ -182,7 +205,7 @@ def _parse_increase(text: str) -> tuple[float, int]:
 
 
 def _parse_bind(text: str) -> str:
-    if not _ENDPOINT.fullmatch(text):
+    if not re.fullmatch(_ENDPOINT, text):
         raise ValueError
     return text
 
