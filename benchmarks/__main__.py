@@ -14,11 +14,12 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import accuracy, latency, overhead, scale, throughput
+from benchmarks import accuracy, instructions, latency, overhead, scale, throughput
 from benchmarks.common import ROOT, environment_lines, load_average
 
 PARTS: dict[str, Callable[[bool], str]] = {
     "overhead": overhead.run_part,
+    "instructions": instructions.run_part,
     "accuracy": accuracy.run_part,
     "throughput": throughput.run_part,
     "latency": latency.run_part,
