@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import suites
-from benchmarks.common import Table, disable_except, pytest_command, run, show_command
+from benchmarks.common import Table, disable_except, pytest_command, run, show_command, verdict
+from benchmarks.overhead import BUDGET
 
 WORKERS = 2
 #: The plugin's default --memstream-interval, which the valgrind run scales.
@@ -88,7 +89,7 @@ def _valgrind(valgrind: str, args: list[str], root: Path, out: Path) -> Count:
 def run_part(long: bool) -> str:
     table = Table(
         "1b. Overhead in instructions: the same run counted by valgrind, off and on",
-        ["process", "plugin off", "`--memstream`", "ratio", "more per test"],
+        ["process", "plugin off", "`--memstream`", "ratio", "more per test", f"budget ≤ {BUDGET}×"],
     )
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -120,6 +121,7 @@ def run_part(long: bool) -> str:
             f"{b / 1e9:.3f} G",
             f"**{b / a:.3f}×**" if label == "all" else f"{b / a:.3f}×",
             f"{(b - a) / tests / 1000:,.0f} k",
+            verdict(b / a <= BUDGET) if label == "all" else "",
         )
     shown = show_command([valgrind, "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes"])
     table.notes += [
