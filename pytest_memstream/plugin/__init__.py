@@ -56,7 +56,6 @@ def pytest_configure(config: pytest.Config) -> None:
     starter = SinkStarter(secret, settings.bind, alarm)
     controller = Controller(config, settings, starter, secret, start_recorder)
     config.pluginmanager.register(controller, "memstream-controller")
-    controller.write_session_file()
 
 
 def _no_alarm(sink: Sink) -> None:

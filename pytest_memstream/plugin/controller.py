@@ -20,16 +20,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_memstream.collector.listen import Listener, listen, viewer_binds
-from pytest_memstream.collector.report import (
-    Report,
-    build_report,
-    summary_lines,
-    summary_title,
-    write_report,
-)
 from pytest_memstream.plugin.options import Settings
 
 if TYPE_CHECKING:
+    from pytest_memstream.collector.report import Report
     from pytest_memstream.collector.sink import Sink
     from pytest_memstream.collector.state import RunState
     from pytest_memstream.plugin.baselines import Baselines
@@ -284,12 +278,17 @@ class Controller:
             # No workers to start: the sink is built now, so that a viewer can attach
             # while the tests are being collected.
             self.starter.start()
+            self.write_session_file()
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtestloop(self) -> Generator[None, object, object]:
         # Here, after xdist's pytest_sessionstart started the workers: they take a few
         # hundred milliseconds to start and collect, and the sink is built meanwhile.
         announced = bool(self.starter.viewer_endpoints)
+        if self.local is None:
+            # Under xdist the session file is written here, once the workers are
+            # starting: not in pytest_configure, where the whole run waits for it.
+            self.write_session_file()
         self.starter.sink()
         if announced and not self.starter.viewer_endpoints:
             self.write_session_file()  # it named viewer sockets that do not exist
@@ -331,6 +330,10 @@ class Controller:
         settings = self.settings
         whole = settings.json_path or settings.html_path or settings.baselines_wanted
         top = None if whole else (settings.sort, settings.top)
+        # Imported here, not before xdist starts the workers: every millisecond of this
+        # process's start-up is one the whole run waits.
+        from pytest_memstream.collector.report import build_report, write_report
+
         self.report = build_report(self.state, self._run_facts(stopped), top)
         if self.settings.json_path is not None:
             try:
@@ -375,6 +378,8 @@ class Controller:
         report = self.report
         if report is None:
             return
+        from pytest_memstream.collector.report import summary_lines, summary_title
+
         verbosity = self.config.get_verbosity()
         settings = self.settings
         terminalreporter.write_sep("=", summary_title(report, settings.sort, settings.top))
