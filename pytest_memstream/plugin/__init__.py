@@ -89,9 +89,22 @@ class WorkerRole:
 
     def __init__(self, config: pytest.Config, spec: dict[str, Any]) -> None:
         self.config = config
-        self.recorder = start_recorder(config, spec)
+        self._spec = spec
+        self.recorder: Recorder | None = None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # The worker starts streaming once xdist has sent its collection: the controller
+        # gives out no test until every worker has sent its own, and starting (ZeroMQ's
+        # import above all) then takes the time a worker waits, instead of delaying the
+        # collection that every worker waits for.
+        if self.recorder is None:
+            self.recorder = start_recorder(self.config, self._spec)
+            self.recorder.note_items(self.config, session.items)
 
     def pytest_sessionfinish(self) -> None:
         # Here, not in unconfigure: xdist sends workeroutput right after this hook.
+        if self.recorder is None:  # the collection never finished: say so, with 0 tests
+            self.recorder = start_recorder(self.config, self._spec)
         workeroutput: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
         workeroutput["memstream"] = self.recorder.close()

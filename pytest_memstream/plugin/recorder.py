@@ -77,6 +77,11 @@ class Recorder:
     def pytest_collection_modifyitems(
         self, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
+        self.note_items(config, items)
+
+    def note_items(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """Find the tests' memory limits (a recorder started after collection is told
+        its items here, instead of by the hook above)."""
         # Once per run, so that a test without a limit pays nothing for limits.
         bad: dict[str, str] = {}
         for item in items:
