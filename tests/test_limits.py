@@ -409,3 +409,25 @@ def test_what_happens_between_two_tests_counts_against_neither(
     assert abs(quiet["kept"]) < 8 * MiB
     # The loud test's own figures hold its output (the string, and pytest's capture of it).
     assert run.test("test_a_loud")["growth"] >= 60 * MiB
+
+
+@XDIST
+def test_a_marker_added_while_collecting_counts_with_and_without_xdist(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    # Limits are read once the collection is final: a marker that a conftest found while
+    # collecting adds in its own modifyitems applies, alone as under xdist.
+    sub = pytester.mkpydir("sub")
+    (sub / "conftest.py").write_text(
+        "import pytest\n\n"
+        "@pytest.hookimpl(trylast=True)\n"
+        "def pytest_collection_modifyitems(items):\n"
+        "    for item in items:\n"
+        '        item.add_marker(pytest.mark.memstream_limit("30M"))\n'
+    )
+    (sub / "test_grows.py").write_text(
+        "def test_grows():\n    data = b'x' * (80 << 20)\n    del data\n"
+    )
+    run = run_memstream(*xdist)  # sub/conftest.py is found while collecting, after us
+    assert run.test("test_grows")["outcome"] == "failed"
+    run.result.stdout.fnmatch_lines(["*over its limit of 30.0M on growth*"])

@@ -165,3 +165,17 @@ def test_a_summary_only_report_prints_what_the_whole_one_does(sort: str, top: in
             whole, sort, top, verbosity
         )
     assert summary_title(summary, sort, top) == summary_title(whole, sort, top)
+
+
+def test_a_worker_not_down_when_the_run_ends_is_incomplete_even_if_never_heard() -> None:
+    # A worker says hello only once it has sent its collection: one stopped while
+    # collecting has sent nothing, and must not stay "expected" in the report.
+    state, w = RunState(), Worker("gw0")
+    state.expect("gw0")
+    state.expect("gw1")
+    state.accept([w.msg("hello", pid=1, method="hwm", interval=0.1, rss=MiB, platform="linux")])
+    state.settle_unfinished()
+    assert {w.id: (w.status, w.error) for w in state.workers.values()} == {
+        "gw0": ("incomplete", "no workeroutput"),
+        "gw1": ("incomplete", "no workeroutput"),
+    }

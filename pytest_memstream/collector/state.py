@@ -328,6 +328,16 @@ class RunState:
             state.unrecoverable = len(state.unfinished)
             self.cond.notify_all()
 
+    def settle_unfinished(self) -> None:
+        """The run is over: a worker that has not gone down is ``incomplete``.
+
+        That includes a worker never heard from, such as one still collecting when the
+        run was stopped (a worker says hello only once it has sent its collection).
+        """
+        for worker in list(self.workers.values()):
+            if worker.status in ("expected", "running"):
+                self.finish_worker(worker.id, None, None)
+
     def _record_crash(self, state: WorkerState) -> None:
         running = state.running
         if running is None:

@@ -324,9 +324,7 @@ class Controller:
             stopped = "interrupted"
         elif session.shouldfail or session.shouldstop:
             stopped = str(session.shouldfail or session.shouldstop)
-        for worker in list(self.state.workers.values()):
-            if worker.status in ("expected", "running") and worker.received:
-                self.state.finish_worker(worker.id, None, None)
+        self.state.settle_unfinished()
         settings = self.settings
         whole = settings.json_path or settings.html_path or settings.baselines_wanted
         top = None if whole else (settings.sort, settings.top)

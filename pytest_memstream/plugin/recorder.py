@@ -38,6 +38,7 @@ class Recorder:
         #: ``--memstream-limit``; the limits per test are known after collection.
         self._default_limit = limit
         self._limits: dict[str, Limit] = {}
+        self._items_noted = False
         self._probe = probe
         #: The RSS at the last boundary (each test takes its first one as it starts).
         self._rss = 0
@@ -74,14 +75,18 @@ class Recorder:
         return [(phase, t, rss) for i, phase, t, rss in list(self._stream.recent) if i == index]
 
     @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(
-        self, config: pytest.Config, items: list[pytest.Item]
-    ) -> None:
-        self.note_items(config, items)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # Once the collection is final (every plugin's modifyitems done), as an xdist
+        # worker's recorder, started at this point, is told its items: the same limits
+        # with and without xdist.
+        self.note_items(session.config, session.items)
 
     def note_items(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        """Find the tests' memory limits (a recorder started after collection is told
-        its items here, instead of by the hook above)."""
+        """Find the tests' memory limits (once: a worker's recorder is told by its role,
+        and on a pluggy that calls a plugin registered during the hook, by the hook too)."""
+        if self._items_noted:
+            return
+        self._items_noted = True
         # Once per run, so that a test without a limit pays nothing for limits.
         bad: dict[str, str] = {}
         for item in items:
