@@ -38,7 +38,6 @@ class Recorder:
         #: ``--memstream-limit``; the limits per test are known after collection.
         self._default_limit = limit
         self._limits: dict[str, Limit] = {}
-        self._items_noted = False
         self._probe = probe
         #: The RSS at the last boundary (each test takes its first one as it starts).
         self._rss = 0
@@ -82,11 +81,9 @@ class Recorder:
         self.note_items(session.config, session.items)
 
     def note_items(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        """Find the tests' memory limits (once: a worker's recorder is told by its role,
-        and on a pluggy that calls a plugin registered during the hook, by the hook too)."""
-        if self._items_noted:
-            return
-        self._items_noted = True
+        """Find the tests' memory limits.  A worker's recorder, registered during
+        pytest_collection_finish, is told by its role: pluggy does not call a plugin
+        registered during a hook in that same call."""
         # Once per run, so that a test without a limit pays nothing for limits.
         bad: dict[str, str] = {}
         for item in items:
