@@ -54,7 +54,8 @@ class SinkStarter:
         self._bind = bind
         self._ready = ready
         self._state: RunState | None = None
-        self._began = time.time()  # the run's start, whenever its state is made
+        #: The run's start, for its state (made later) and its report alike.
+        self.began = time.time()
         #: Workers told where to stream before the state was made (see :meth:`expect`).
         self._expected: list[str] = []
         self._sink: Sink | None = None
@@ -89,7 +90,7 @@ class SinkStarter:
         if self._state is None:
             from pytest_memstream.collector.state import RunState
 
-            self._state = RunState(started=self._began)
+            self._state = RunState(started=self.began)
             for worker in self._expected:
                 self._state.expect(worker)
         return self._state
@@ -203,7 +204,7 @@ class Controller:
         self.json_written = False
         self.html_written = False
         self.session_file: Path | None = None
-        self._started = time.time()
+        self._started = starter.began
         self.baselines: Baselines | None = None
         if settings.baselines_wanted:
             from pytest_memstream.plugin.baselines import Baselines
