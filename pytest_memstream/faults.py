@@ -8,6 +8,7 @@ Only the test suite sets it.  A comma-separated list of ``key=value``:
     sink=MODE   ``gone``: the controller's sink closes its socket as soon as it is
                 bound; ``stall``: it never reads a frame
     seed=N      the random seed for ``drop``
+    worker=fail a worker cannot start measuring (as when it has no file descriptor left)
 
 An unknown key or a bad value is an error that names it: a test that misspells a fault
 must fail, not pass without the fault.
@@ -27,6 +28,7 @@ class Faults(NamedTuple):
     hwm: int = 0
     sink: str = ""
     seed: int = 0
+    worker: str = ""
 
     @classmethod
     def from_env(cls) -> Faults:
@@ -41,7 +43,7 @@ class Faults(NamedTuple):
                     values[key] = float(value)
                 elif key in ("hwm", "seed"):
                     values[key] = int(value)
-                elif key == "sink" and value in ("gone", "stall"):
+                elif value in _CHOICES.get(key, ()):
                     values[key] = value
                 else:
                     raise ValueError
@@ -51,3 +53,5 @@ class Faults(NamedTuple):
 
 
 NO_FAULTS = Faults()
+#: The keys whose value is one of a few words.
+_CHOICES = {"sink": ("gone", "stall"), "worker": ("fail",)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ class Sender:
     def __init__(self, endpoint: str, secret: bytes, linger_ms: int = LINGER_MS) -> None:
         self._secret = secret
         self._faults = Faults.from_env()
+        if self._faults.worker == "fail":
+            raise OSError(errno.EMFILE, "Too many open files (injected by PYTEST_MEMSTREAM_FAULTS)")
         self._random = random.Random(self._faults.seed)
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUSH)

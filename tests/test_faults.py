@@ -183,6 +183,44 @@ def test_dead_sink_costs_a_warning_not_the_run(
     run.result.stdout.fnmatch_lines(["*memstream: warning: the stream of gw? stopped short*"])
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["alone", "xdist"])
+def test_a_recorder_that_cannot_start_costs_a_warning_not_the_run(
+    pytester: pytest.Pytester,
+    run_memstream: RunMemstream,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[str],
+) -> None:
+    # As when a process has no file descriptor left for ZeroMQ: its tests must still run.
+    pytester.makepyfile(
+        test_plain="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_plain(n):
+            pass
+
+        def test_failing():
+            assert False
+        """
+    )
+    monkeypatch.setenv(ENV, "worker=fail")
+    run = run_memstream(*workers)
+    run.result.assert_outcomes(passed=6, failed=1)
+    assert run.report["tests"] == []
+    ids = ["gw0", "gw1"] if workers else ["main"]
+    for worker in run.report["workers"]:
+        assert worker["id"] in ids
+        assert worker["status"] == "incomplete"
+        assert worker["error"].startswith("could not start measuring: OSError: [Errno 24]")
+    assert sorted(w["id"] for w in run.report["workers"]) == ids
+    run.result.stdout.fnmatch_lines(
+        [
+            f"memstream: warning: {'gw?' if workers else ''}*could not start measuring: "
+            "OSError: [[]Errno 24[]] Too many open files*; *tests ran unmeasured"
+        ]
+    )
+
+
 def signed_garbage(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """

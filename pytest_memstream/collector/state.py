@@ -297,6 +297,9 @@ class RunState:
         problem = ""
         with self.cond:
             ended = self.workers[worker].ended if worker in self.workers else -1
+        if fallback is not None and fallback.get("error"):
+            # The worker could not measure (its recorder never started): nothing to fill.
+            problem, fallback = str(fallback["error"])[:500], None
         # Decoding every record costs ~12 µs a test: only when the stream missed some.
         if fallback is not None and fallback.get("tests") != ended:
             try:

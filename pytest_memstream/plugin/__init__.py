@@ -77,11 +77,20 @@ def start_recorder(config: pytest.Config, spec: dict[str, Any]) -> Recorder:
     from pytest_memstream.sender import Sender
 
     sender = Sender(spec["endpoint"], bytes.fromhex(spec["secret"]))
-    probe = open_probe()
-    stream = Stream(sender, probe, spec["worker"], float(spec["interval"]))
-    recorder = Recorder(stream, probe, spec.get("limit"))
+    try:
+        probe = open_probe()
+        stream = Stream(sender, probe, spec["worker"], float(spec["interval"]))
+        recorder = Recorder(stream, probe, spec.get("limit"))
+    except BaseException:
+        sender.close()
+        raise
     config.pluginmanager.register(recorder, "memstream-recorder")
     return recorder
+
+
+def start_failure(exc: Exception) -> str:
+    """Why this process could not measure its tests, for the report."""
+    return f"could not start measuring: {type(exc).__name__}: {exc}"
 
 
 class WorkerRole:
@@ -91,6 +100,16 @@ class WorkerRole:
         self.config = config
         self._spec = spec
         self.recorder: Recorder | None = None
+        #: Why the recorder could not start, if it could not: the tests run unmeasured.
+        self.failure = ""
+
+    def _start(self) -> bool:
+        if self.recorder is None and not self.failure:
+            try:
+                self.recorder = start_recorder(self.config, self._spec)
+            except Exception as exc:  # costs the report this worker's tests, not the run
+                self.failure = start_failure(exc)
+        return self.recorder is not None
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -98,13 +117,19 @@ class WorkerRole:
         # gives out no test until every worker has sent its own, and starting (ZeroMQ's
         # import above all) then takes the time a worker waits, instead of delaying the
         # collection that every worker waits for.
-        if self.recorder is None:
-            self.recorder = start_recorder(self.config, self._spec)
+        if self.recorder is None and self._start():
+            assert self.recorder is not None
             self.recorder.note_items(self.config, session.items)
 
     def pytest_sessionfinish(self) -> None:
         # Here, not in unconfigure: xdist sends workeroutput right after this hook.
-        if self.recorder is None:  # the collection never finished: say so, with 0 tests
-            self.recorder = start_recorder(self.config, self._spec)
+        # A collection that never finished has not started the recorder: it says so,
+        # with 0 tests.
         workeroutput: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
-        workeroutput["memstream"] = self.recorder.close()
+        if self._start():
+            assert self.recorder is not None
+            workeroutput["memstream"] = self.recorder.close()
+        else:
+            from pytest_memstream.protocol import VERSION
+
+            workeroutput["memstream"] = {"version": VERSION, "error": self.failure}

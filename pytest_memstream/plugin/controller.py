@@ -199,6 +199,8 @@ class Controller:
         self.secret = secret
         self._start_recorder = start_recorder
         self.local: Recorder | None = None
+        #: Whether xdist workers run the tests (known at sessionstart).
+        self.xdist = True
         self.report: Report | None = None
         self.problems: list[str] = []
         self.json_written = False
@@ -244,7 +246,9 @@ class Controller:
         state = self.state.workers.get(worker)
         if state is not None and state.status not in ("expected", "running"):
             return  # already settled: xdist reports an interrupted worker twice
-        if isinstance(fallback, dict):
+        if isinstance(fallback, dict) and fallback.get("error"):
+            self.problems.append(f"{worker} {fallback['error']}; its tests ran unmeasured")
+        elif isinstance(fallback, dict):
             self._drain(worker, int(fallback.get("last_seq", -1)))
         else:
             self.state.wait_drained(worker, None, CRASH_QUIET, DRAIN_TIMEOUT)
@@ -275,7 +279,15 @@ class Controller:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Known only now: xdist registers its DSession in a trylast pytest_configure.
         if not self.config.pluginmanager.has_plugin("dsession"):
-            self.local = self._start_recorder(self.config, self.worker_spec("main"))
+            self.xdist = False
+            try:
+                self.local = self._start_recorder(self.config, self.worker_spec("main"))
+            except Exception as exc:  # the tests run unmeasured; the report says why
+                from pytest_memstream.plugin import start_failure
+
+                failure = start_failure(exc)
+                self.problems.append(f"{failure}; the tests ran unmeasured")
+                self.state.finish_worker("main", {"error": failure}, None)
             # No workers to start: the sink is built now, so that a viewer can attach
             # while the tests are being collected.
             self.starter.start()
@@ -286,7 +298,7 @@ class Controller:
         # Here, after xdist's pytest_sessionstart started the workers: they take a few
         # hundred milliseconds to start and collect, and the sink is built meanwhile.
         announced = bool(self.starter.viewer_endpoints)
-        if self.local is None:
+        if self.xdist:
             # Under xdist the session file is written here, once the workers are
             # starting: not in pytest_configure, where the whole run waits for it.
             self.write_session_file()
