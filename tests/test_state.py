@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from pytest_memstream import protocol
 from pytest_memstream.collector.report import build_report, summary_lines, summary_title
 from pytest_memstream.collector.state import RunState
+from pytest_memstream.collector.state import TestRecord as Record
 from pytest_memstream.plugin.probe import SampledPeak
 
 MiB = 1 << 20
@@ -179,3 +181,41 @@ def test_a_worker_not_down_when_the_run_ends_is_incomplete_even_if_never_heard()
         "gw0": ("incomplete", "no workeroutput"),
         "gw1": ("incomplete", "no workeroutput"),
     }
+
+
+@pytest.mark.parametrize(
+    ("peaks", "phase"),
+    [
+        ((100, 100, 100), "setup"),  # nothing happened: the first phase
+        ((100, 300, 120), "call"),
+        ((100, 120, 300), "teardown"),
+        ((300, 300, 100), "setup"),  # a fixture's plateau, alive during the call
+        ((100, 300, 300), "call"),
+        ((250, 300, 100), "call"),  # more than a plateau's width apart
+        ((90, 90, 90), ""),  # below the start (never sent by a worker): no phase
+    ],
+)
+def test_a_tests_figures_are_the_same_with_three_phases_or_fewer(
+    peaks: tuple[int, int, int], phase: str
+) -> None:
+    # The sink takes a shortcut for the usual three phases: it must agree with the
+    # general path, which a test that lost its teardown (or its call) takes.
+    start = 100 * MiB
+    figures: dict[str, Sequence[Any]] = {
+        name: [start, start + 2 * MiB * n, peak * MiB, 0.1]
+        for n, (name, peak) in enumerate(zip(protocol.PHASES, peaks, strict=True), start=1)
+    }
+    three = Record("t::x", "gw0", 0, "passed", "hwm", "stream", figures, 1.0, 2.0)
+    # The general path, on the same test without its teardown.
+    two = Record(
+        "t::x", "gw0", 0, "passed", "hwm", "stream", dict(list(figures.items())[:2]), 1.0, 2.0
+    )
+    assert three.peak_phase == phase
+    assert three.rss_start == start
+    assert three.peak_rss == max(start, *(p * MiB for p in peaks))
+    assert three.growth == three.peak_rss - start
+    assert (three.rss_end, three.kept) == (start + 6 * MiB, 6 * MiB)
+    assert two.peak_rss == max(start, peaks[0] * MiB, peaks[1] * MiB)
+    assert two.rss_end == start + 4 * MiB
+    if phase in ("setup", "call") and peaks[2] * MiB <= two.peak_rss:
+        assert two.peak_phase == phase

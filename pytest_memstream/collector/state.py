@@ -52,6 +52,24 @@ class TestRecord:
     def __post_init__(self) -> None:
         # Once per test on the sink thread, so plain code: the phases in their order.
         phases = self.phases
+        if len(phases) == 3:  # all of them (their names are checked): the usual case
+            setup, call, teardown = phases["setup"], phases["call"], phases["teardown"]
+            start = setup[0]
+            peak = max(start, setup[2], call[2], teardown[2])
+            plateau = peak - PLATEAU
+            self.peak_phase = (
+                "setup"
+                if setup[2] >= plateau
+                else "call"
+                if call[2] >= plateau
+                else "teardown"
+                if teardown[2] >= plateau
+                else ""
+            )
+            self.rss_start, self.rss_end, self.peak_rss = start, teardown[1], peak
+            self.growth = peak - start
+            self.kept = teardown[1] - start
+            return
         order = [name for name in PHASES if name in phases]
         if not order:
             return
@@ -192,7 +210,11 @@ class RunState:
         worker.received += 1
         worker.heard = now
         self.messages += 1
-        getattr(self, "_on_" + message["k"])(worker, message)
+        kind = message["k"]
+        if kind == "end":
+            self._on_end(worker, message)  # most of a run's messages
+        else:
+            getattr(self, "_on_" + kind)(worker, message)
 
     def _on_hello(self, worker: WorkerState, message: Message) -> None:
         worker.pid = message["pid"]
@@ -235,12 +257,16 @@ class RunState:
 
     def _on_end(self, worker: WorkerState, message: Message) -> None:
         record = TestRecord.from_end(message, "stream")
-        worker.last_index = max(worker.last_index, record.index)
-        worker.max_rss = max(worker.max_rss, record.peak_rss)
-        if self.tests.setdefault((worker.id, record.index), record) is record:
+        index = record.index
+        if index > worker.last_index:
+            worker.last_index = index
+        if record.peak_rss > worker.max_rss:
+            worker.max_rss = record.peak_rss
+        if self.tests.setdefault((worker.id, index), record) is record:
             worker.ended += 1
-        worker.unfinished.pop(record.index, None)
-        if worker.running is not None and worker.running.index == record.index:
+        if worker.unfinished:
+            worker.unfinished.pop(index, None)
+        if worker.running is not None and worker.running.index == index:
             worker.running = None
 
     def _on_bye(self, worker: WorkerState, message: Message) -> None:
