@@ -36,10 +36,14 @@ class Sender:
             raise OSError(errno.EMFILE, "Too many open files (injected by PYTEST_MEMSTREAM_FAULTS)")
         self._random = random.Random(self._faults.seed)
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.PUSH)
-        self._socket.setsockopt(zmq.SNDHWM, self._faults.hwm or SEND_HWM)
-        self._socket.setsockopt(zmq.LINGER, linger_ms)
-        self._socket.connect(endpoint)
+        try:
+            self._socket = self._context.socket(zmq.PUSH)
+            self._socket.setsockopt(zmq.SNDHWM, self._faults.hwm or SEND_HWM)
+            self._socket.setsockopt(zmq.LINGER, linger_ms)
+            self._socket.connect(endpoint)
+        except BaseException:
+            self._context.destroy(linger=0)  # out of descriptors, say: none kept open
+            raise
         self.sent = 0
         self.dropped = 0
 

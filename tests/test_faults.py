@@ -213,12 +213,59 @@ def test_a_recorder_that_cannot_start_costs_a_warning_not_the_run(
         assert worker["status"] == "incomplete"
         assert worker["error"].startswith("could not start measuring: OSError: [Errno 24]")
     assert sorted(w["id"] for w in run.report["workers"]) == ids
+    # Not the whole run: a baseline is not saved from it.
+    assert run.report["run"]["complete"] is False
+    assert run.report["run"]["stopped"].startswith("tests ran unmeasured on ")
     run.result.stdout.fnmatch_lines(
         [
             f"memstream: warning: {'gw?' if workers else ''}*could not start measuring: "
             "OSError: [[]Errno 24[]] Too many open files*; *tests ran unmeasured"
         ]
     )
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["alone", "xdist"])
+def test_a_limit_that_cannot_be_checked_fails_and_no_baseline_is_saved(
+    pytester: pytest.Pytester,
+    run_memstream: RunMemstream,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[str],
+) -> None:
+    pytester.makepyfile(
+        test_gated="""
+        import pytest
+
+        @pytest.mark.memstream_limit("100M")
+        def test_marked():
+            pass
+
+        @pytest.mark.memstream_limit(size=[])
+        def test_bad_marker():
+            pass
+
+        def test_plain():
+            pass
+        """
+    )
+    monkeypatch.setenv(ENV, "worker=fail")
+    saved = pytester.path / "base.json"
+    run = run_memstream(*workers, f"--memstream-save={saved}")
+    run.result.assert_outcomes(passed=1, errors=2)
+    run.result.stdout.fnmatch_lines(
+        [
+            "*test_marked has a memory limit (@pytest.mark.memstream_limit) that could not be "
+            "checked: this process could not start measuring*"
+        ]
+    )
+    assert not saved.exists()
+    run.result.stdout.fnmatch_lines(["*baseline * not saved*"])
+
+    # A limit given for every test, and an increase that cannot be checked, fail too.
+    run = run_memstream(*workers, "--memstream-limit=1G", "-k", "plain")
+    run.result.assert_outcomes(errors=1)
+    run = run_memstream(*workers, "--memstream-fail-on-increase=10%", "-k", "plain")
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    run.result.stdout.fnmatch_lines(["*--memstream-fail-on-increase could not check*"])
 
 
 def signed_garbage(pytester: pytest.Pytester) -> None:

@@ -88,9 +88,13 @@ def start_recorder(config: pytest.Config, spec: dict[str, Any]) -> Recorder:
     return recorder
 
 
+#: How the report's worker error begins when a process could not measure its tests.
+UNMEASURED = "could not start measuring"
+
+
 def start_failure(exc: Exception) -> str:
     """Why this process could not measure its tests, for the report."""
-    return f"could not start measuring: {type(exc).__name__}: {exc}"
+    return f"{UNMEASURED}: {type(exc).__name__}: {exc}"
 
 
 class WorkerRole:
@@ -120,6 +124,10 @@ class WorkerRole:
         if self.recorder is None and self._start():
             assert self.recorder is not None
             self.recorder.note_items(self.config, session.items)
+        elif self.failure:
+            from pytest_memstream.plugin.limits import check_unmeasured
+
+            check_unmeasured(self.config, session.items, self._spec.get("limit"), self.failure)
 
     def pytest_sessionfinish(self) -> None:
         # Here, not in unconfigure: xdist sends workeroutput right after this hook.

@@ -201,6 +201,8 @@ class Controller:
         self.local: Recorder | None = None
         #: Whether xdist workers run the tests (known at sessionstart).
         self.xdist = True
+        #: Why this process could not measure its own tests, if it could not.
+        self.local_failure = ""
         self.report: Report | None = None
         self.problems: list[str] = []
         self.json_written = False
@@ -285,13 +287,20 @@ class Controller:
             except Exception as exc:  # the tests run unmeasured; the report says why
                 from pytest_memstream.plugin import start_failure
 
-                failure = start_failure(exc)
-                self.problems.append(f"{failure}; the tests ran unmeasured")
-                self.state.finish_worker("main", {"error": failure}, None)
+                self.local_failure = start_failure(exc)
+                self.problems.append(f"{self.local_failure}; the tests ran unmeasured")
+                self.state.finish_worker("main", {"error": self.local_failure}, None)
             # No workers to start: the sink is built now, so that a viewer can attach
             # while the tests are being collected.
             self.starter.start()
             self.write_session_file()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.local_failure:
+            from pytest_memstream.plugin.limits import check_unmeasured
+
+            check_unmeasured(self.config, session.items, self.settings.limit, self.local_failure)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtestloop(self) -> Generator[None, object, object]:
@@ -338,6 +347,13 @@ class Controller:
         elif session.shouldfail or session.shouldstop:
             stopped = str(session.shouldfail or session.shouldstop)
         self.state.settle_unfinished()
+        from pytest_memstream.plugin import UNMEASURED
+
+        workers = self.state.workers.values()
+        unmeasured = [w.id for w in workers if w.error.startswith(UNMEASURED)]
+        if unmeasured and not stopped:
+            # Not the whole run: no baseline is saved from it.
+            stopped = f"tests ran unmeasured on {', '.join(unmeasured)}"
         settings = self.settings
         whole = settings.json_path or settings.html_path or settings.baselines_wanted
         top = None if whole else (settings.sort, settings.top)
@@ -357,6 +373,12 @@ class Controller:
             self._write_html(self.report, self.settings.html_path)
         # Baselines (--memstream-save/-compare/-fail-on-increase): an increase fails the run.
         increased = self.baselines is not None and self.baselines.finish(self.report, not stopped)
+        if unmeasured and settings.fail_on_increase is not None:
+            self.problems.append(
+                "--memstream-fail-on-increase could not check the tests that ran unmeasured: "
+                "the run fails"
+            )
+            increased = True
         if increased and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

@@ -118,6 +118,40 @@ class LimitCheck:
         return report
 
 
+class UnmeasuredLimits:
+    """Fails the tests with a memory limit in a process that could not measure them: a
+    limit that cannot be checked must not pass."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self._problems = problems
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        problem = self._problems.get(item.nodeid)
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
+
+
+def check_unmeasured(
+    config: pytest.Config, items: list[pytest.Item], default: int | None, failure: str
+) -> None:
+    """Where no recorder runs, fail the tests whose limit (or limit marker) needs one."""
+    problems: dict[str, str] = {}
+    for item in items:
+        try:
+            limit = limit_of(item, default)
+        except ValueError as exc:
+            problems[item.nodeid] = str(exc)
+            continue
+        if limit is not None:
+            problems[item.nodeid] = (
+                f"memstream: {item.nodeid} has a memory limit ({limit.source}) that could "
+                f"not be checked: this process {failure}"
+            )
+    if problems:
+        config.pluginmanager.register(UnmeasuredLimits(problems), "memstream-limits")
+
+
 def _over(phases: Mapping[str, Sequence[Any]], limit: Limit) -> tuple[int, str] | None:
     """``(figure, phase)`` if ``phases`` went over ``limit``, else None."""
     if not phases:
