@@ -9,7 +9,7 @@ import pytest
 
 from pytest_memstream import protocol
 from pytest_memstream.collector.report import build_report, summary_lines, summary_title
-from pytest_memstream.collector.state import RunState
+from pytest_memstream.collector.state import RunState, walk_phases
 from pytest_memstream.collector.state import TestRecord as Record
 from pytest_memstream.plugin.probe import SampledPeak
 
@@ -211,6 +211,8 @@ def test_a_tests_figures_are_the_same_with_three_phases_or_fewer(
         "t::x", "gw0", 0, "passed", "hwm", "stream", dict(list(figures.items())[:2]), 1.0, 2.0
     )
     assert three.peak_phase == phase
+    figures_walked = (three.rss_start, three.rss_end, three.peak_rss, three.peak_phase)
+    assert figures_walked == walk_phases(figures)
     assert three.rss_start == start
     assert three.peak_rss == max(start, *(p * MiB for p in peaks))
     assert three.growth == three.peak_rss - start

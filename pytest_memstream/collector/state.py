@@ -23,6 +23,22 @@ SAMPLES_KEPT = 120
 PLATEAU = 1 << 20
 
 
+def walk_phases(phases: dict[str, Sequence[Any]]) -> tuple[int, int, int, str]:
+    """``(rss_start, rss_end, peak_rss, peak_phase)`` of a test's phases (at least one),
+    walked in their order: what TestRecord computes at once for the usual three."""
+    order = [name for name in PHASES if name in phases]
+    start = phases[order[0]][0]
+    peak = start
+    for name in order:
+        if phases[name][2] > peak:
+            peak = phases[name][2]
+    # A plateau that spans phases (a fixture's memory, alive during the call) belongs to
+    # the phase that reached it first.
+    plateau = peak - PLATEAU
+    peak_phase = next((name for name in order if phases[name][2] >= plateau), "")
+    return start, phases[order[-1]][1], peak, peak_phase
+
+
 @dataclass(slots=True)
 class TestRecord:
     """One test's figures as the report shows them; sizes in bytes."""
@@ -50,11 +66,11 @@ class TestRecord:
     limit: list[Any] | None = None
 
     def __post_init__(self) -> None:
-        # Once per test on the sink thread, so plain code: the phases in their order.
+        # Once per test on the sink thread, so plain code.
         phases = self.phases
         if len(phases) == 3:  # all of them (their names are checked): the usual case
             setup, call, teardown = phases["setup"], phases["call"], phases["teardown"]
-            start = setup[0]
+            start, end = setup[0], teardown[1]
             peak = max(start, setup[2], call[2], teardown[2])
             plateau = peak - PLATEAU
             self.peak_phase = (
@@ -66,28 +82,13 @@ class TestRecord:
                 if teardown[2] >= plateau
                 else ""
             )
-            self.rss_start, self.rss_end, self.peak_rss = start, teardown[1], peak
-            self.growth = peak - start
-            self.kept = teardown[1] - start
+        elif phases:
+            start, end, peak, self.peak_phase = walk_phases(phases)
+        else:
             return
-        order = [name for name in PHASES if name in phases]
-        if not order:
-            return
-        start = phases[order[0]][0]
-        peak = start
-        for name in order:
-            if phases[name][2] > peak:
-                peak = phases[name][2]
-        # A plateau that spans phases (a fixture's memory, alive during the call) belongs
-        # to the phase that reached it first.
-        plateau = peak - PLATEAU
-        for name in order:
-            if phases[name][2] >= plateau:
-                self.peak_phase = name
-                break
-        self.rss_start, self.rss_end, self.peak_rss = start, phases[order[-1]][1], peak
+        self.rss_start, self.rss_end, self.peak_rss = start, end, peak
         self.growth = peak - start
-        self.kept = self.rss_end - start
+        self.kept = end - start
 
     @classmethod
     def from_end(cls, message: Message, source: str) -> TestRecord:

@@ -107,13 +107,14 @@ class WorkerRole:
         #: Why the recorder could not start, if it could not: the tests run unmeasured.
         self.failure = ""
 
-    def _start(self) -> bool:
+    def _start(self) -> Recorder | None:
+        """The recorder, started if it is not and it can be; None if it cannot."""
         if self.recorder is None and not self.failure:
             try:
                 self.recorder = start_recorder(self.config, self._spec)
             except Exception as exc:  # costs the report this worker's tests, not the run
                 self.failure = start_failure(exc)
-        return self.recorder is not None
+        return self.recorder
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -121,10 +122,10 @@ class WorkerRole:
         # gives out no test until every worker has sent its own, and starting (ZeroMQ's
         # import above all) then takes the time a worker waits, instead of delaying the
         # collection that every worker waits for.
-        if self.recorder is None and self._start():
-            assert self.recorder is not None
-            self.recorder.note_items(self.config, session.items)
-        elif self.failure:
+        recorder = self._start()
+        if recorder is not None:
+            recorder.note_items(self.config, session.items)
+        else:
             from pytest_memstream.plugin.limits import check_unmeasured
 
             check_unmeasured(self.config, session.items, self._spec.get("limit"), self.failure)
@@ -134,9 +135,9 @@ class WorkerRole:
         # A collection that never finished has not started the recorder: it says so,
         # with 0 tests.
         workeroutput: dict[str, Any] = self.config.workeroutput  # type: ignore[attr-defined]
-        if self._start():
-            assert self.recorder is not None
-            workeroutput["memstream"] = self.recorder.close()
+        recorder = self._start()
+        if recorder is not None:
+            workeroutput["memstream"] = recorder.close()
         else:
             from pytest_memstream.protocol import VERSION
 

@@ -199,8 +199,6 @@ class Controller:
         self.secret = secret
         self._start_recorder = start_recorder
         self.local: Recorder | None = None
-        #: Whether xdist workers run the tests (known at sessionstart).
-        self.xdist = True
         #: Why this process could not measure its own tests, if it could not.
         self.local_failure = ""
         self.report: Report | None = None
@@ -281,7 +279,6 @@ class Controller:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Known only now: xdist registers its DSession in a trylast pytest_configure.
         if not self.config.pluginmanager.has_plugin("dsession"):
-            self.xdist = False
             try:
                 self.local = self._start_recorder(self.config, self.worker_spec("main"))
             except Exception as exc:  # the tests run unmeasured; the report says why
@@ -307,7 +304,7 @@ class Controller:
         # Here, after xdist's pytest_sessionstart started the workers: they take a few
         # hundred milliseconds to start and collect, and the sink is built meanwhile.
         announced = bool(self.starter.viewer_endpoints)
-        if self.xdist:
+        if self.config.pluginmanager.has_plugin("dsession"):
             # Under xdist the session file is written here, once the workers are
             # starting: not in pytest_configure, where the whole run waits for it.
             self.write_session_file()

@@ -76,21 +76,29 @@ def _from_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Limit:
     return Limit(bytes_, on, f"@pytest.mark.{MARKER}")
 
 
-class LimitCheck:
-    """Fails the tests that went over their limit; registered only when a limit exists."""
+class SetupFailures:
+    """Fails the tests it is given in their setup, each with its own message: a limit
+    marker that cannot be read, or a limit that cannot be checked, must not pass."""
 
-    def __init__(self, recorder: Recorder, limits: dict[str, Limit], bad: dict[str, str]) -> None:
-        self._recorder = recorder
-        self.limits = limits
-        self._bad = bad
-        #: The current test has already failed for its limit (once is enough).
-        self._reported = False
+    def __init__(self, problems: dict[str, str]) -> None:
+        self._problems = problems
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        problem = self._bad.get(item.nodeid)
+        problem = self._problems.get(item.nodeid)
         if problem is not None:
             pytest.fail(problem, pytrace=False)
+
+
+class LimitCheck(SetupFailures):
+    """Fails the tests that went over their limit; registered only when a limit exists."""
+
+    def __init__(self, recorder: Recorder, limits: dict[str, Limit], bad: dict[str, str]) -> None:
+        super().__init__(bad)
+        self._recorder = recorder
+        self.limits = limits
+        #: The current test has already failed for its limit (once is enough).
+        self._reported = False
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -118,20 +126,6 @@ class LimitCheck:
         return report
 
 
-class UnmeasuredLimits:
-    """Fails the tests with a memory limit in a process that could not measure them: a
-    limit that cannot be checked must not pass."""
-
-    def __init__(self, problems: dict[str, str]) -> None:
-        self._problems = problems
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        problem = self._problems.get(item.nodeid)
-        if problem is not None:
-            pytest.fail(problem, pytrace=False)
-
-
 def check_unmeasured(
     config: pytest.Config, items: list[pytest.Item], default: int | None, failure: str
 ) -> None:
@@ -149,7 +143,7 @@ def check_unmeasured(
                 f"not be checked: this process {failure}"
             )
     if problems:
-        config.pluginmanager.register(UnmeasuredLimits(problems), "memstream-limits")
+        config.pluginmanager.register(SetupFailures(problems), "memstream-limits")
 
 
 def _over(phases: Mapping[str, Sequence[Any]], limit: Limit) -> tuple[int, str] | None:
