@@ -456,13 +456,17 @@ def decode_records(blob: bytes) -> list[Message]:
     )
     unpacker.feed(blob)
     records = []
+    read = 0  # the end of the last whole record
     try:
         for raw in unpacker:
+            read = unpacker.tell()
             message = check_message(raw)
             if message["k"] != "end":
                 raise ProtocolError("schema", f"fallback holds a {message['k']!r} message")
             records.append(message)
-        if unpacker.tell() != len(blob):
+        # Not unpacker.tell() here: after a record cut short, it counts the bytes read
+        # of it too.
+        if read != len(blob):
             raise ProtocolError("msgpack", f"truncated after {len(records)} records")
     except ProtocolError:
         raise

@@ -224,6 +224,14 @@ def test_fallback_records_decode_and_reject_other_kinds() -> None:
         protocol.decode_records(blob[:-2])  # a half-written blob
 
 
+def test_a_fallback_cut_anywhere_in_its_last_record_is_refused() -> None:
+    last = protocol.pack(message("end", i=1))
+    blob = protocol.pack(message("end")) + last
+    for cut in range(1, len(last)):
+        with pytest.raises(ProtocolError, match="msgpack: truncated after 1 records"):
+            protocol.decode_records(blob[:-cut])
+
+
 def test_optional_fields_may_be_left_out_but_are_checked_when_present() -> None:
     assert "lim" not in protocol.check_message(message())
     assert protocol.check_message(message(lim=[1 << 20, "peak"]))["lim"] == [1 << 20, "peak"]
