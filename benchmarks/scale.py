@@ -42,10 +42,10 @@ def _peak_rss() -> int:
     return 0
 
 
-def _worker_messages(worker: str, tests: int) -> tuple[list[protocol.Message], bytes]:
+def _worker_messages(worker: str, tests: int) -> tuple[list[Any], bytes]:
     """Everything one worker streams, and its fallback blob (as ``Recorder`` packs it)."""
     fallback = msgpack.Packer(autoreset=False, use_bin_type=True)
-    messages: list[protocol.Message] = []
+    messages: list[Any] = []  # maps, and ends (arrays)
     t = 1.7e9
     base = 120 * MiB
     messages.append(
@@ -63,19 +63,22 @@ def _worker_messages(worker: str, tests: int) -> tuple[list[protocol.Message], b
         nodeid = f"tests/test_module_{i % 500:03d}.py::test_case_{i:06d}[{worker}-param]"
         grow = (i * 7919) % (64 * MiB)
         phases = {
-            "setup": [base, base, base + 4096, 0.0001],
-            "call": [base, base + grow // 8, base + grow, 0.002],
-            "teardown": [base + grow // 8, base, base + grow // 8, 0.0001],
+            "setup": (base, base, base + 4096, 0.0001),
+            "call": (base, base + grow // 8, base + grow, 0.002),
+            "teardown": (base + grow // 8, base, base + grow // 8, 0.0001),
         }
         messages.append({"k": "start", "t": t, "i": i, "id": nodeid, "rss": base})
         for name, figures in phases.items():
             messages.append({"k": "phase", "t": t, "i": i, "ph": name, "f": figures, "o": "passed"})
-        end = {"i": i, "id": nodeid, "o": "passed", "m": "hwm", "p": phases, "t0": t}
-        t += 0.003
-        messages.append(dict(end, k="end", t=t))
-        fallback.pack(dict(end, v=protocol.VERSION, k="end", w=worker, q=0, t=t))
+        started, t = t, t + 0.003
+        end = protocol.end_message(worker, t, i, nodeid, "passed", "hwm", started, phases)
+        messages.append(end)
+        fallback.pack(end)
     for seq, message in enumerate(messages):
-        message.update(v=protocol.VERSION, w=worker, q=seq)
+        if isinstance(message, list):  # an end: numbered last, the rest is in it
+            message[-1] = seq
+        else:
+            message.update(v=protocol.VERSION, w=worker, q=seq)
     return messages, fallback.bytes()
 
 

@@ -4,8 +4,8 @@ This module is the one place where a message's shape is written down.
 
 A *frame* on the worker→sink stream is a two-part ZeroMQ message ``[mac, body]``:
 ``body`` is a msgpack array of messages, ``mac`` the first 16 bytes of
-HMAC-SHA256(secret, body).  Every message is a msgpack map with string keys; the
-envelope fields are
+HMAC-SHA256(secret, body).  Every message but ``end`` is a msgpack map with string keys;
+the envelope fields are
 
     v  protocol version (int, == VERSION)
     k  kind (str, one of KINDS)
@@ -13,7 +13,9 @@ envelope fields are
     q  per-worker sequence number (int, 0, 1, 2, ... with no gaps when nothing is lost)
     t  wall-clock time the event happened (float, seconds since the epoch)
 
-and each kind adds the fields listed in ``SCHEMAS``.  Decoding is strict: size caps,
+and each kind adds the fields listed in ``SCHEMAS``.  A test's ``end``, one per test and
+most of a run's messages, is an array of the same fields by position (``END_FIELDS``):
+half the work to pack and to read of a map with a map inside.  Decoding is strict: size caps,
 msgpack limits, no extension types, string keys only, and a schema and range check of
 every field.  Anything else raises :class:`ProtocolError` with a short ``reason`` that
 the sink counts.
@@ -30,7 +32,7 @@ from typing import Any
 
 import msgpack
 
-VERSION = 1
+VERSION = 2
 MAC_SIZE = 16
 #: Largest body the sink accepts; ZeroMQ drops a peer that sends a larger frame.
 MAX_FRAME = 1 << 20
@@ -142,12 +144,6 @@ def _phase_figures(value: Any) -> tuple[int, int, int, float]:
     return (_size(value[0]), _size(value[1]), _size(value[2]), _duration(value[3]))
 
 
-def _phase_map(value: Any) -> dict[str, tuple[int, int, int, float]]:
-    if type(value) is not dict or not 0 < len(value) <= len(PHASES):
-        raise ValueError(f"expected a map of phases, got {value!r:.60}")
-    return {_phase(name): _phase_figures(figures) for name, figures in value.items()}
-
-
 def _samples(value: Any) -> list[list[Any]]:
     """``[[time, rss], ...]``, oldest first."""
     if type(value) is not list or not 0 < len(value) <= MAX_SAMPLES:
@@ -194,20 +190,49 @@ SCHEMAS: dict[str, dict[str, Check]] = {
     },
     # Periodic RSS samples; ``i`` is the running test or -1, ``ph`` its phase or "".
     "sample": {"i": _index, "ph": _optional_phase, "s": _samples},
-    # A test ended: its complete record, so that a lost phase message loses nothing.
-    "end": {
-        "i": _count,
-        "id": _str(MAX_NODEID),
-        "o": _choice(TEST_OUTCOMES),
-        "m": _choice(PEAK_METHODS),
-        "p": _phase_map,
-        "t0": _time,
-    },
     # The worker stops streaming; ``sent`` counts the messages before this one that
     # went onto the socket, ``dropped`` those that a full queue refused.
     "bye": {"sent": _count, "dropped": _count, "tests": _count},
 }
-KINDS = frozenset(SCHEMAS)
+
+# A test ended: its complete record, so that a lost phase message loses nothing.  An
+# array, not a map (see the module's docstring), of these fields in this order:
+END_FIELDS: tuple[tuple[str, Check], ...] = (
+    ("v", ENVELOPE["v"]),
+    ("k", _choice(("end",))),
+    ("w", ENVELOPE["w"]),
+    ("t", _time),
+    ("i", _count),
+    ("id", _str(MAX_NODEID)),
+    ("o", _choice(TEST_OUTCOMES)),
+    ("m", _choice(PEAK_METHODS)),
+    ("t0", _time),
+)
+# ... then ``rss_before, rss_after, peak_rss, duration`` of each of PHASES in turn (four
+# nils for a phase that did not run; at least one did), and last ``q``: 22 in all.
+END_LENGTH = len(END_FIELDS) + 4 * len(PHASES) + 1
+_NO_PHASE = (None, None, None, None)
+KINDS = frozenset(SCHEMAS) | {"end"}
+
+
+def end_message(
+    worker: str,
+    time: float,
+    index: int,
+    nodeid: str,
+    outcome: str,
+    method: str,
+    started: float,
+    phases: Mapping[str, tuple[int, int, int, float]],
+) -> list[Any]:
+    """A test's ``end``, to be packed as it is: its ``q`` is last, and 0, as
+    :func:`encode_packed_frame` wants it.  ``phases`` maps phase names to figures."""
+    get = phases.get
+    return [
+        VERSION, "end", worker, time, index, nodeid, outcome, method, started,
+        *get("setup", _NO_PHASE), *get("call", _NO_PHASE), *get("teardown", _NO_PHASE),
+        0,
+    ]  # fmt: skip
 
 
 def _limit(value: Any) -> list[Any]:
@@ -226,23 +251,28 @@ OPTIONAL: dict[str, dict[str, Check]] = {
 
 
 def check_message(raw: Any) -> Message:
-    """Return a validated copy of one decoded message, or raise ProtocolError."""
-    if type(raw) is dict and raw.get("k") == "end":
-        # Most of a run's messages: the usual shape checked in one go (see _usual_end).
+    """Return a validated copy of one decoded message, or raise ProtocolError.
+
+    Every kind comes out as a map, an ``end`` too: ``p`` maps the phases that ran to
+    their figures, as tuples.
+    """
+    if type(raw) is list:
+        # An end, most of a run's messages: the usual shape checked in one go.
         end = _usual_end(raw)
-        if end is not None:
-            return end
+        return end if end is not None else _check_end(raw)
     return _check_fields(raw)
 
 
 def _check_fields(raw: Any) -> Message:
-    """check_message's general path: field by field, naming the first that is wrong."""
+    """check_message's path for maps: field by field, naming the first that is wrong."""
     if type(raw) is not dict:
         raise ProtocolError("schema", f"a message must be a map, got {type(raw).__name__}")
     version = raw.get("v")
     if version != VERSION or type(version) is not int:
         raise ProtocolError("version", f"unsupported protocol version {version!r:.20}")
     kind = raw.get("k")
+    if kind == "end":
+        raise ProtocolError("schema", f"an end must be an array of {END_LENGTH} fields, not a map")
     fields = _FIELDS.get(kind) if type(kind) is str else None
     if fields is None:
         raise ProtocolError("schema", f"unknown message kind {kind!r:.20}")
@@ -258,8 +288,7 @@ def _check_fields(raw: Any) -> Message:
         raise ProtocolError("schema", f"{kind}.{name}: missing") from None
     except ValueError as exc:
         raise ProtocolError("schema", f"{kind}.{name}: {exc}") from None
-    if not WORKER_ID.fullmatch(out["w"]):
-        raise ProtocolError("schema", f"bad worker id {out['w']!r:.40}")
+    _check_worker(out["w"])
     return out
 
 
@@ -267,23 +296,65 @@ def _check_fields(raw: Any) -> Message:
 _FIELDS = {kind: tuple({**ENVELOPE, **schema}.items()) for kind, schema in SCHEMAS.items()}
 
 
-def _usual_end(raw: Message) -> Message | None:
-    """``raw`` checked as check_message would, if it is an ``end`` of the usual shape
-    (floats for times, every field plain); None for anything else, which the general
-    path then checks field by field and names what is wrong with it.
+def _check_worker(worker: str) -> None:
+    if not WORKER_ID.fullmatch(worker):
+        raise ProtocolError("schema", f"bad worker id {worker!r:.40}")
+
+
+def _check_end(raw: list[Any]) -> Message:
+    """check_message's general path for an end: field by field, naming the first that
+    is wrong (and any phase set, not only the usual three)."""
+    version = raw[0] if raw else None
+    if version != VERSION or type(version) is not int:
+        raise ProtocolError("version", f"unsupported protocol version {version!r:.20}")
+    if len(raw) != END_LENGTH:
+        raise ProtocolError(
+            "schema", f"end: expected an array of {END_LENGTH} fields, got {len(raw)}"
+        )
+    fields: Message = {}
+    name = ""
+    try:
+        for (name, check), value in zip(END_FIELDS, raw, strict=False):
+            fields[name] = check(value)
+        phases: dict[str, tuple[int, int, int, float]] = {}
+        first = len(END_FIELDS)
+        for name in PHASES:
+            figures = raw[first : first + 4]
+            first += 4
+            if figures != [None, None, None, None]:
+                phases[name] = _phase_figures(figures)
+        name = "p"
+        if not phases:
+            raise ValueError("no phase has figures")
+        name = "q"
+        seq = _count(raw[first])
+    except ValueError as exc:
+        where = f"p.{name}" if name in PHASES else name
+        raise ProtocolError("schema", f"end.{where}: {exc}") from None
+    _check_worker(fields["w"])
+    return {
+        "v": version, "k": "end", "w": fields["w"], "q": seq, "t": fields["t"],
+        "i": fields["i"], "id": fields["id"], "o": fields["o"], "m": fields["m"],
+        "p": phases, "t0": fields["t0"],
+    }  # fmt: skip
+
+
+def _usual_end(raw: list[Any]) -> Message | None:
+    """``raw`` checked as _check_end would, if it is an end of the usual shape (all
+    three phases, floats for times and durations, every field plain); None for anything
+    else, which the general path then checks field by field.
 
     The sink checks one of these per test: one expression instead of a call per field
-    halves what checking costs it, and the three phases a test usually has are checked
-    without a call per phase name.
+    and per phase is most of what makes checking cheap.
     """
-    try:
-        v, w, q, t, i = raw["v"], raw["w"], raw["q"], raw["t"], raw["i"]
-        nodeid, o, m, p, t0 = raw["id"], raw["o"], raw["m"], raw["p"], raw["t0"]
-    except KeyError:
+    if len(raw) != END_LENGTH:
         return None
+    v, k, w, t, i, nodeid, o, m, t0, sb, sa, sp, sd, cb, ca, cp, cd, tb, ta, tp, td, q = raw
     if not (
         type(v) is int
         and v == VERSION
+        and type(k) is str
+        and k == "end"
         and type(w) is str
         and type(q) is int
         and type(i) is int
@@ -292,7 +363,6 @@ def _usual_end(raw: Message) -> Message | None:
         and type(nodeid) is str
         and type(o) is str
         and type(m) is str
-        and type(p) is dict
         and 0 <= q <= MAX_INT
         and 0 <= i <= MAX_INT
         and 0.0 <= t <= 1e11
@@ -301,26 +371,22 @@ def _usual_end(raw: Message) -> Message | None:
         and o in TEST_OUTCOMES
         and m in PEAK_METHODS
         and (w in _worker_ids or _known_worker(w))
-    ):
-        return None
-    try:
-        if list(p) == _ALL_PHASES:  # the usual three, in order: no other key is possible
-            phases = {
-                "setup": _phase_figures(p["setup"]),
-                "call": _phase_figures(p["call"]),
-                "teardown": _phase_figures(p["teardown"]),
-            }
-        else:
-            phases = _phase_map(p)
-    except ValueError:
+        and type(sb) is int and type(sa) is int and type(sp) is int and type(sd) is float
+        and type(cb) is int and type(ca) is int and type(cp) is int and type(cd) is float
+        and type(tb) is int and type(ta) is int and type(tp) is int and type(td) is float
+        and 0 <= sb <= MAX_INT and 0 <= sa <= MAX_INT and 0 <= sp <= MAX_INT
+        and 0 <= cb <= MAX_INT and 0 <= ca <= MAX_INT and 0 <= cp <= MAX_INT
+        and 0 <= tb <= MAX_INT and 0 <= ta <= MAX_INT and 0 <= tp <= MAX_INT
+        and 0.0 <= sd <= MAX_DURATION and 0.0 <= cd <= MAX_DURATION and 0.0 <= td <= MAX_DURATION
+    ):  # fmt: skip
         return None
     return {
-        "v": v, "k": "end", "w": w, "q": q, "t": t,
-        "i": i, "id": nodeid, "o": o, "m": m, "p": phases, "t0": t0,
+        "v": v, "k": "end", "w": w, "q": q, "t": t, "i": i, "id": nodeid, "o": o, "m": m,
+        "p": {"setup": (sb, sa, sp, sd), "call": (cb, ca, cp, cd), "teardown": (tb, ta, tp, td)},
+        "t0": t0,
     }  # fmt: skip
 
 
-_ALL_PHASES = list(PHASES)
 #: Worker ids that passed WORKER_ID (a run has a few; the set is bounded all the same).
 _worker_ids: set[str] = set()
 
@@ -364,17 +430,15 @@ def encode_frame(secret: bytes, messages: list[Message]) -> list[bytes]:
 
 
 # A worker packs each message once, when it is made, and numbers it only when it goes
-# into a frame: the packed map ends with ``"q": 0``, which the frame replaces with the
-# message's sequence number.  The same bytes serve as the fallback copy (numbered 0).
-_SEQ_LAST = b"\xa1q\x00"  # the key "q", then the positive fixint 0
+# into a frame: the packed message ends with its ``q``, 0, which the frame replaces with
+# the message's sequence number.  The same bytes serve as the fallback copy (numbered 0).
+_SEQ_LAST = b"\xa1q\x00"  # a map's: the key "q", then the positive fixint 0
+_END_HEAD = b"\xdc" + END_LENGTH.to_bytes(2, "big")  # an end's: array 16, then its length
 
 
 def pack_message(message: Message) -> bytes:
-    """``message`` packed with its ``q`` last and 0, for :func:`encode_packed_frame`.
-
-    A message built with ``"q": 0`` as its last key (as the worker's ``end`` is) can be
-    packed with :func:`pack` directly.
-    """
+    """A map ``message`` packed with its ``q`` last and 0, for :func:`encode_packed_frame`
+    (an ``end``, from :func:`end_message`, is packed as it is)."""
     fields = dict(message)
     fields.pop("q", None)
     fields["q"] = 0
@@ -386,7 +450,9 @@ def encode_packed_frame(secret: bytes, packed: list[bytes], first_seq: int) -> l
     packer = msgpack.Packer()  # one per frame: the stream thread and tests both call this
     parts = [packer.pack_array_header(len(packed))]
     for seq, message in enumerate(packed, first_seq):
-        if not message.endswith(_SEQ_LAST):
+        if not (
+            message.endswith(_SEQ_LAST) or (message.startswith(_END_HEAD) and message[-1] == 0)
+        ):
             raise ValueError("a message in a packed frame must end with its q, 0")
         parts.append(message[:-1])
         parts.append(packer.pack(seq))

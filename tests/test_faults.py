@@ -283,7 +283,7 @@ def signed_garbage(pytester: pytest.Pytester) -> None:
             context = zmq.Context()
             push = context.socket(zmq.PUSH)
             push.connect(info["endpoint"])
-            start = {"v": 1, "k": "start", "w": "gw0", "q": 10**9, "t": 1.0, "i": 0,
+            start = {"v": protocol.VERSION, "k": "start", "w": "gw0", "q": 10**9, "t": 1.0, "i": 0,
                      "id": "x::forged", "rss": 1}
             # No MAC, a wrong secret, the right secret for a stranger.
             push.send_multipart([protocol.pack([start])])

@@ -26,7 +26,8 @@ def hostile_frames(secret, rng):
     def signed(body):
         return [protocol.sign(secret, body), body]
 
-    good = {"v": 1, "k": "start", "w": "gw0", "q": 0, "t": 1.0, "i": 0, "id": "x::y", "rss": 1}
+    good = {"v": protocol.VERSION, "k": "start", "w": "gw0", "q": 0, "t": 1.0, "i": 0, "id": "x::y",
+            "rss": 1}
     for _ in range(2000):  # random bytes, one part
         yield [rng.randbytes(rng.randrange(1, 300))]
     for _ in range(2000):  # random bytes with a made-up MAC
@@ -42,7 +43,7 @@ def hostile_frames(secret, rng):
         )
         yield signed(protocol.pack([dict(good, **{field: value})]))
     for _ in range(500):  # signed, a protocol from the future
-        yield signed(protocol.pack([dict(good, v=2)]))
+        yield signed(protocol.pack([dict(good, v=protocol.VERSION + 1)]))
     for n in range(700):  # signed, a worker this run never started
         yield signed(protocol.pack([dict(good, w=f"gw{100 + n}")]))
     for _ in range(700):  # signed replays of numbers gw0 and gw1 already used

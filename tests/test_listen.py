@@ -69,7 +69,7 @@ def test_a_worker_that_connects_before_the_sink_exists_is_heard(
     push = context.socket(zmq.PUSH)
     push.connect(starter.endpoint)
     hello = {
-        "v": 1,
+        "v": protocol.VERSION,
         "k": "hello",
         "w": "gw0",
         "q": 0,

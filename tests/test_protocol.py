@@ -16,20 +16,39 @@ SECRET = b"s" * 32
 
 
 def message(kind: str = "start", **fields: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"v": 1, "k": kind, "w": "gw0", "q": 0, "t": 1.7e9}
+    base: dict[str, Any] = {"v": protocol.VERSION, "k": kind, "w": "gw0", "q": 0, "t": 1.7e9}
     body = {
         "start": {"i": 0, "id": "test_a.py::test_a", "rss": 1 << 20},
         "sample": {"i": 0, "ph": "call", "s": [[1.7e9, 1 << 20]]},
-        "end": {
-            "i": 0,
-            "id": "t.py::t",
-            "o": "passed",
-            "m": "hwm",
-            "p": {"call": [1, 2, 3, 0.5]},
-            "t0": 1.7e9,
-        },
     }[kind]
     return {**base, **body, **fields}
+
+
+END = {
+    "v": protocol.VERSION,
+    "k": "end",
+    "w": "gw0",
+    "t": 1.7e9,
+    "i": 0,
+    "id": "t.py::t",
+    "o": "passed",
+    "m": "hwm",
+    "t0": 1.7e9,
+    "p": {"call": (1, 2, 3, 0.5)},
+    "q": 0,
+}
+
+
+def end(**fields: Any) -> list[Any]:
+    """An ``end`` as a worker sends it (an array), with ``fields`` of it changed by name;
+    ``p`` maps the phases that ran to their four figures."""
+    values = {**END, **fields}
+    raw = protocol.end_message(
+        values["w"], values["t"], values["i"], values["id"], values["o"], values["m"],
+        values["t0"], values["p"],
+    )  # fmt: skip
+    raw[0], raw[1], raw[-1] = values["v"], values["k"], values["q"]
+    return raw
 
 
 def test_a_signed_frame_round_trips() -> None:
@@ -42,7 +61,12 @@ def test_a_signed_frame_round_trips() -> None:
 def test_messages_packed_once_are_numbered_by_their_frame(count: int) -> None:
     # How a worker sends: each message packed when it is made, numbered in the frame.
     kinds = ["end", "start", "sample"]
-    packed = [protocol.pack_message(message(kinds[n % 3], q=99)) for n in range(count)]
+    packed = [
+        protocol.pack(end(i=n))
+        if n % 3 == 0
+        else protocol.pack_message(message(kinds[n % 3], q=99))
+        for n in range(count)
+    ]
     batch = protocol.decode_frame(SECRET, protocol.encode_packed_frame(SECRET, packed, 41))
     checked = [protocol.check_message(m) for m in batch]
     assert [m["q"] for m in checked] == list(range(41, 41 + count))
@@ -51,9 +75,10 @@ def test_messages_packed_once_are_numbered_by_their_frame(count: int) -> None:
     assert protocol.decode_records(packed[0])[0]["q"] == 0
 
 
-def test_a_packed_frame_refuses_a_message_not_packed_for_it() -> None:
+@pytest.mark.parametrize("packed", [message(q=5), end(q=5), end()[:-1]])
+def test_a_packed_frame_refuses_a_message_not_packed_for_it(packed: Any) -> None:
     with pytest.raises(ValueError, match="must end with its q"):
-        protocol.encode_packed_frame(SECRET, [protocol.pack(message(q=5))], 0)
+        protocol.encode_packed_frame(SECRET, [protocol.pack(packed)], 0)
 
 
 def test_an_int_time_is_accepted_as_a_float() -> None:
@@ -106,7 +131,7 @@ def test_oversized_frame_is_rejected_before_decoding() -> None:
 @pytest.mark.parametrize(
     ("changes", "reason", "text"),
     [
-        ({"v": 2}, "version", "unsupported protocol version 2"),
+        ({"v": 3}, "version", "unsupported protocol version 3"),
         ({"v": True}, "version", "unsupported protocol version True"),
         ({"k": "explode"}, "schema", "unknown message kind 'explode'"),
         ({"q": -1}, "schema", "start.q: expected an int"),
@@ -133,79 +158,129 @@ def test_missing_field_is_named() -> None:
         protocol.check_message(raw)
 
 
+def test_an_end_is_read_into_a_map_of_the_phases_that_ran() -> None:
+    phases = {"setup": (1, 2, 2, 0.5), "teardown": (4, 3, 5, 0.0)}
+    checked = protocol.check_message(end(p=phases, q=7))
+    assert checked == {**END, "p": phases, "q": 7}
+    assert list(checked["p"]) == ["setup", "teardown"]
+
+
+def test_an_end_in_a_map_is_refused_by_name() -> None:
+    with pytest.raises(ProtocolError, match="schema: an end must be an array of 22 fields"):
+        protocol.check_message(dict(END, p={"call": [1, 2, 3, 0.5]}))
+
+
+#: Where in an end the three phases' figures are (four each).
+FIGURES = len(protocol.END_FIELDS)
+
+
 @pytest.mark.parametrize(
-    "phases",
-    [{}, {"lunch": [1, 2, 3, 0.1]}, {"call": [1, 2, 3]}, {"call": [1, 2, 3, -1.0]}, [1, 2]],
+    ("slot", "value", "text"),
+    [
+        (None, None, "end.p: no phase has figures"),  # every phase nil
+        (FIGURES + 4, None, "end.p.call: expected an int"),  # a phase half there
+        (FIGURES + 7, -1.0, "end.p.call: expected a number"),
+        (FIGURES + 1, True, "end.p.setup: expected an int"),
+        (FIGURES + 10, 1 << 60, "end.p.teardown: expected an int"),
+        (FIGURES + 12, -1, "end.q: expected an int"),
+    ],
 )
-def test_end_phases_are_checked(phases: Any) -> None:
-    with pytest.raises(ProtocolError, match=r"end\.p"):
-        protocol.check_message(message("end", p=phases))
+def test_end_phases_are_checked(slot: int | None, value: Any, text: str) -> None:
+    raw = end(p={"setup": (1, 1, 1, 0.1), "call": (1, 2, 3, 0.5), "teardown": (2, 2, 2, 0.1)})
+    if slot is None:
+        raw[FIGURES : FIGURES + 12] = [None] * 12
+    else:
+        raw[slot] = value
+    with pytest.raises(ProtocolError, match=text):
+        protocol.check_message(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "text"),
+    [
+        ([], "version", "unsupported protocol version None"),
+        ([1, "end"], "version", "unsupported protocol version 1"),
+        ([protocol.VERSION, "end"], "schema", "end: expected an array of 22 fields, got 2"),
+        ([*end(), 1], "schema", "end: expected an array of 22 fields, got 23"),
+        (end(k="start"), "schema", "end.k: expected one of ['end']"),
+        (end(w="gw 0"), "schema", "bad worker id"),
+    ],
+)
+def test_an_end_of_the_wrong_shape_says_what_is_wrong(raw: Any, reason: str, text: str) -> None:
+    with pytest.raises(ProtocolError) as excinfo:
+        protocol.check_message(raw)
+    assert excinfo.value.reason == reason
+    assert text in str(excinfo.value)
 
 
 MISSING = object()
 
 
 def test_the_usual_end_knows_every_field_of_an_end() -> None:
-    # protocol._usual_end checks these by hand: a field added to the schema must be
-    # added there too (this fails until it is).
-    names = [name for name, _ in protocol._FIELDS["end"]]
-    assert names == ["v", "k", "w", "q", "t", "i", "id", "o", "m", "p", "t0"]
+    # protocol._usual_end unpacks these by hand: a field added to an end must be added
+    # there too (this fails until it is).
+    names = [name for name, _ in protocol.END_FIELDS]
+    assert names == ["v", "k", "w", "t", "i", "id", "o", "m", "t0"]
+    assert len(names) + 4 * len(protocol.PHASES) + 1 == protocol.END_LENGTH
     assert "end" not in protocol.OPTIONAL
+
+
+THREE = {"setup": (1, 2, 3, 0.5), "call": (3, 4, 9, 0.25), "teardown": (4, 4, 4, 0.0)}
 
 
 @pytest.mark.parametrize(
     "changes",
     [
         {},
-        {"t": 1700000000, "t0": 1700000000},
-        {"p": {"setup": [1, 2, 3, 0.5], "call": [3, 4, 9, 0.25], "teardown": [4, 4, 4, 0.0]}},
-        {"extra": "ignored"},
-        {"v": 1.0},
-        {"v": True},
-        {"w": "gw 0"},
-        {"w": "g" * 65},
-        {"q": -1},
-        {"q": True},
-        {"q": 1 << 60},
-        {"i": 1.0},
-        {"t": float("nan")},
-        {"t0": float("inf")},
-        {"t0": True},
-        {"id": ""},
-        {"id": "x" * (protocol.MAX_NODEID + 1)},
-        {"o": "lost"},
-        {"o": ["passed"]},
-        {"m": "guessed"},
-        {"p": {}},
-        {"p": {"lunch": [1, 2, 3, 0.1]}},
-        {"p": {1: [1, 2, 3, 0.1]}},
-        {"p": {"call": [1, 2, 3]}},
-        {"p": {"call": [1, 2, True, 0.1]}},
-        {"p": {"call": [1, 2, 3, 1e300]}},
-        {"p": [1, 2]},
-        {"t0": MISSING},
-        {"p": MISSING},
+        {"p": THREE},
+        {"p": THREE, "t": 1700000000, "t0": 1700000000},
+        {"p": {**THREE, "call": (3, 4, 9, 1)}},
+        {"p": THREE, "v": 1.0},
+        {"p": THREE, "v": True},
+        {"p": THREE, "k": "End"},
+        {"p": THREE, "k": ["end"]},
+        {"p": THREE, "w": "gw 0"},
+        {"p": THREE, "w": "g" * 65},
+        {"p": THREE, "q": -1},
+        {"p": THREE, "q": True},
+        {"p": THREE, "q": 1 << 60},
+        {"p": THREE, "i": 1.0},
+        {"p": THREE, "t": float("nan")},
+        {"p": THREE, "t0": float("inf")},
+        {"p": THREE, "t0": True},
+        {"p": THREE, "id": ""},
+        {"p": THREE, "id": "x" * (protocol.MAX_NODEID + 1)},
+        {"p": THREE, "o": "lost"},
+        {"p": THREE, "o": ["passed"]},
+        {"p": THREE, "m": "guessed"},
+        {"p": {**THREE, "call": (1, 2, True, 0.1)}},
+        {"p": {**THREE, "call": (1, 2, 3, 1e300)}},
+        {"p": {**THREE, "call": (1, 2, 3, float("nan"))}},
+        {"p": {**THREE, "setup": (-1, 2, 3, 0.1)}},
+        {"p": {**THREE, "teardown": (1, 2, 1 << 60, 0.1)}},
+        {"p": {**THREE, "teardown": (1, 2, 3, "0.1")}},
     ],
 )
-def test_the_usual_end_is_checked_as_any_message_is(changes: dict[str, Any]) -> None:
+def test_the_usual_end_is_checked_as_any_end_is(changes: dict[str, Any]) -> None:
     # The sink checks an end of the usual shape in one go: it must accept exactly what
     # the field-by-field check accepts, and give the same result.
-    raw = message("end", **changes)
-    for name in [name for name, value in changes.items() if value is MISSING]:
-        del raw[name]
+    raw = end(**changes)
     outcomes: list[dict[str, Any] | str] = []
-    for check in (protocol.check_message, protocol._check_fields):
+    for check in (protocol.check_message, protocol._check_end):
         try:
             outcomes.append(check(raw))
         except ProtocolError as exc:
             outcomes.append(exc.reason)
     assert outcomes[0] == outcomes[1]
-    assert isinstance(outcomes[0], str) or outcomes[0].keys() <= raw.keys()
-    # And the fast path is taken where it should be: every valid end with float times.
+    # And the fast path is taken where it should be: every valid end of three phases
+    # with float times.
     usual = protocol._usual_end(raw)
     assert usual in (None, outcomes[1])
-    if changes.keys() <= {"p", "extra"} and not isinstance(outcomes[0], str):
-        assert usual is not None
+    phases = changes.get("p", {})
+    durations = [figures[3] for figures in phases.values()]
+    usual_shape = len(phases) == 3 and all(type(d) is float for d in durations)
+    if changes.keys() == {"p"} and usual_shape and not isinstance(outcomes[0], str):
+        assert usual is not None and usual["p"] == phases
 
 
 def test_samples_are_checked() -> None:
@@ -216,7 +291,7 @@ def test_samples_are_checked() -> None:
 
 
 def test_fallback_records_decode_and_reject_other_kinds() -> None:
-    blob = protocol.pack(message("end")) + protocol.pack(message("end", i=1))
+    blob = protocol.pack(end()) + protocol.pack(end(i=1))
     assert [r["i"] for r in protocol.decode_records(blob)] == [0, 1]
     with pytest.raises(ProtocolError, match="fallback holds a 'start' message"):
         protocol.decode_records(protocol.pack(message()))
@@ -225,8 +300,8 @@ def test_fallback_records_decode_and_reject_other_kinds() -> None:
 
 
 def test_a_fallback_cut_anywhere_in_its_last_record_is_refused() -> None:
-    last = protocol.pack(message("end", i=1))
-    blob = protocol.pack(message("end")) + last
+    last = protocol.pack(end(i=1))
+    blob = protocol.pack(end()) + last
     for cut in range(1, len(last)):
         with pytest.raises(ProtocolError, match="msgpack: truncated after 1 records"):
             protocol.decode_records(blob[:-cut])
@@ -242,22 +317,8 @@ def test_optional_fields_may_be_left_out_but_are_checked_when_present() -> None:
 
 @pytest.mark.parametrize("field", ["o", "m"])
 def test_an_unhashable_choice_is_a_schema_reject(field: str) -> None:
-    raw = {
-        "v": 1,
-        "k": "end",
-        "w": "gw0",
-        "q": 0,
-        "t": 1.0,
-        "i": 0,
-        "id": "t.py::t",
-        "o": "passed",
-        "m": "hwm",
-        "p": {"call": [1, 1, 1, 0.1]},
-        "t0": 1.0,
-    }
-    raw[field] = ["passed"]
     with pytest.raises(ProtocolError, match=rf"end\.{field}: expected one of"):
-        protocol.check_message(raw)
+        protocol.check_message(end(**{field: ["passed"]}))
 
 
 def test_a_batch_too_big_for_one_frame_is_split_and_keeps_its_numbers() -> None:

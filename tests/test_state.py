@@ -22,26 +22,25 @@ class Worker:
     def __init__(self, worker: str = "gw0") -> None:
         self.worker = worker
         self.seq = 0
-        self.ends: list[dict[str, Any]] = []
+        self.ends: list[list[Any]] = []
 
     def msg(self, kind: str, **fields: Any) -> dict[str, Any]:
-        message = {"v": 1, "k": kind, "w": self.worker, "q": self.seq, "t": 1000.0 + self.seq}
+        message = {"v": protocol.VERSION, "k": kind, "w": self.worker, "q": self.seq}
+        message["t"] = 1000.0 + self.seq
         self.seq += 1
         return {**message, **fields}
 
-    def test(self, index: int, growth: int = 0) -> list[dict[str, Any]]:
+    def test(self, index: int, growth: int = 0) -> list[Any]:
         start = 100 * MiB
         begin = self.msg("start", i=index, id=f"t.py::test_{index}", rss=start)
-        end = self.msg(
-            "end",
-            i=index,
-            id=f"t.py::test_{index}",
-            o="passed",
-            m="hwm",
-            p={"setup": [start, start, start, 0.0], "call": [start, start, start + growth, 0.1]},
-            t0=1000.0,
-        )
-        self.ends.append(dict(end, q=0))
+        phases = {"setup": (start, start, start, 0.0), "call": (start, start, start + growth, 0.1)}
+        end = protocol.end_message(
+            self.worker, 1000.0 + self.seq, index, f"t.py::test_{index}", "passed", "hwm", 1000.0,
+            phases,
+        )  # fmt: skip
+        self.ends.append(end)
+        end = [*end[:-1], self.seq]
+        self.seq += 1
         return [begin, end]
 
     def fallback(self) -> dict[str, Any]:

@@ -180,20 +180,17 @@ class Recorder:
         if not phases:
             return
         outcome = _test_outcome(test.outcomes)
-        end = {
-            "v": protocol.VERSION,
-            "k": "end",
-            "w": self._stream.worker,
-            "t": time.time(),
-            "i": test.index,
-            "id": test.nodeid,
-            "o": outcome,
-            "m": self._probe.method,
-            "p": phases,
-            "t0": test.started,
-            "q": 0,  # last, for the stream to number (protocol.pack_message); the fallback keeps 0
-        }
-        packed = self._pack(end)
+        end = protocol.end_message(
+            self._stream.worker,
+            time.time(),
+            test.index,
+            test.nodeid,
+            outcome,
+            self._probe.method,
+            test.started,
+            phases,
+        )
+        packed = self._pack(end)  # numbered by the stream; the fallback keeps q = 0
         self._fallback.append(packed)
         peak = 0
         for figures in phases.values():
