@@ -109,6 +109,81 @@ def test_global_limit_from_flag_and_ini(
     assert set(outcomes(relaxed).values()) == {"passed"}
 
 
+MARKED_HERE_AND_THERE = """
+import pytest
+
+def test_plain():
+    pass
+
+def test_marked_by_a_hook():
+    pass
+
+@pytest.mark.memstream_limit("2M", on="peak")
+def test_own():
+    pass
+
+@pytest.mark.memstream_limit(size="bad")
+def test_bad():
+    pass
+
+@pytest.mark.memstream_limit("4M")
+class TestClass:
+    def test_inherits(self):
+        pass
+
+    @pytest.mark.memstream_limit("5M")
+    def test_closest(self):
+        pass
+
+    @pytest.mark.parametrize("n", [1, 2])
+    def test_param(self, n):
+        pass
+"""
+
+
+@pytest.mark.parametrize("default", [None, 7 * MiB])
+def test_limits_are_found_once_per_parent_as_each_test_would_find_its_own(
+    pytester: pytest.Pytester, default: int | None
+) -> None:
+    from pytest_memstream.plugin.limits import limit_of, limits_of
+
+    pytester.makeconftest(
+        """
+        import pytest
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                if item.name == "test_marked_by_a_hook":
+                    item.add_marker(pytest.mark.memstream_limit("3M"))
+        """
+    )
+    pytester.makepyfile(
+        test_marked=MARKED_HERE_AND_THERE,
+        test_other="def test_other(): pass",
+        test_module=(
+            "import pytest\n"
+            "pytestmark = pytest.mark.memstream_limit('6M')\n"
+            "def test_in_module(): pass\n"
+            "class TestDeeper:\n"
+            "    def test_in_class(self): pass\n"
+        ),
+    )
+    items, _ = pytester.inline_genitems()
+    assert len(items) == 11
+    expected_limits, expected_problems = {}, {}
+    for item in items:
+        try:
+            limit = limit_of(item, default)
+        except ValueError as exc:
+            expected_problems[item.nodeid] = str(exc)
+            continue
+        if limit is not None:
+            expected_limits[item.nodeid] = limit
+    assert limits_of(items, default) == (expected_limits, expected_problems)
+    assert len(expected_limits) == (8 if default is None else 10)
+    assert list(expected_problems) == ["test_marked.py::test_bad"]
+
+
 def test_no_limit_no_failure(pytester: pytest.Pytester, run_memstream: RunMemstream) -> None:
     pytester.makepyfile(test_global=GLOBAL_TESTS)
     run = run_memstream()

@@ -53,6 +53,46 @@ def limit_of(item: pytest.Item, default: int | None) -> Limit | None:
         raise ValueError(f"memstream: bad {MARKER} marker on {item.nodeid}: {exc}") from None
 
 
+def limits_of(
+    items: Sequence[pytest.Item], default: int | None
+) -> tuple[dict[str, Limit], dict[str, str]]:
+    """``(limits, problems)``: the limit of each test that has one, by node id, and the
+    message of each test whose marker cannot be read.
+
+    An xdist worker collects every test of the run: asking each one for its closest
+    marker walks its chain of parents every time (~8k instructions a test).  Whether a
+    node or one of its parents carries the marker is known once per parent instead, and
+    only the tests that do are asked.
+    """
+    limits: dict[str, Limit] = {}
+    problems: dict[str, str] = {}
+    marked: dict[int, bool] = {}  # id(node) -> it or one of its parents has the marker
+
+    def has_marker(node: Any) -> bool:  # a pytest node (not public as a type), or None
+        if node is None:
+            return False
+        known = marked.get(id(node))
+        if known is None:
+            known = any(mark.name == MARKER for mark in node.own_markers)
+            known = marked[id(node)] = known or has_marker(node.parent)
+        return known
+
+    flag = None if default is None else Limit(default, "growth", "--memstream-limit")
+    for item in items:
+        if not (any(mark.name == MARKER for mark in item.own_markers) or has_marker(item.parent)):
+            if flag is not None:
+                limits[item.nodeid] = flag
+            continue
+        try:
+            limit = limit_of(item, default)
+        except ValueError as exc:
+            problems[item.nodeid] = str(exc)
+            continue
+        if limit is not None:
+            limits[item.nodeid] = limit
+    return limits, problems
+
+
 def _from_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Limit:
     unknown = sorted(set(kwargs) - {"size", "on"})
     if unknown:
@@ -130,18 +170,12 @@ def check_unmeasured(
     config: pytest.Config, items: list[pytest.Item], default: int | None, failure: str
 ) -> None:
     """Where no recorder runs, fail the tests whose limit (or limit marker) needs one."""
-    problems: dict[str, str] = {}
-    for item in items:
-        try:
-            limit = limit_of(item, default)
-        except ValueError as exc:
-            problems[item.nodeid] = str(exc)
-            continue
-        if limit is not None:
-            problems[item.nodeid] = (
-                f"memstream: {item.nodeid} has a memory limit ({limit.source}) that could "
-                f"not be checked: this process {failure}"
-            )
+    limits, problems = limits_of(items, default)
+    for nodeid, limit in limits.items():
+        problems[nodeid] = (
+            f"memstream: {nodeid} has a memory limit ({limit.source}) that could "
+            f"not be checked: this process {failure}"
+        )
     if problems:
         config.pluginmanager.register(SetupFailures(problems), "memstream-limits")
 

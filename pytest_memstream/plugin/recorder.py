@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_memstream import protocol
-from pytest_memstream.plugin.limits import Limit, LimitCheck, limit_of
+from pytest_memstream.plugin.limits import Limit, LimitCheck, limits_of
 from pytest_memstream.plugin.probe import MemoryProbe
 from pytest_memstream.plugin.stream import CurrentTest, Stream
 
@@ -85,15 +85,7 @@ class Recorder:
         pytest_collection_finish, is told by its role: pluggy does not call a plugin
         registered during a hook in that same call."""
         # Once per run, so that a test without a limit pays nothing for limits.
-        bad: dict[str, str] = {}
-        for item in items:
-            try:
-                limit = limit_of(item, self._default_limit)
-            except ValueError as exc:
-                bad[item.nodeid] = str(exc)
-                continue
-            if limit is not None:
-                self._limits[item.nodeid] = limit
+        self._limits, bad = limits_of(items, self._default_limit)
         if self._limits or bad:
             config.pluginmanager.register(LimitCheck(self, self._limits, bad), "memstream-limits")
 
