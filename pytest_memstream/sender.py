@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -33,13 +34,7 @@ class Sender:
         self._faults = Faults.from_env()
         if self._faults.worker == "fail":
             raise OSError(errno.EMFILE, "Too many open files (injected by PYTEST_MEMSTREAM_FAULTS)")
-        # The random module only for an injected drop: importing it costs each worker ~2M
-        # instructions.
-        self._drop: Callable[[], float] | None = None
-        if self._faults.drop:
-            import random
-
-            self._drop = random.Random(self._faults.seed).random
+        self._random = random.Random(self._faults.seed)
         self._context = zmq.Context()
         try:
             self._socket = self._context.socket(zmq.PUSH)
@@ -86,7 +81,7 @@ class Sender:
         faults = self._faults
         if faults.delay:
             time.sleep(faults.delay)
-        if self._drop is not None and self._drop() < faults.drop:
+        if faults.drop and self._random.random() < faults.drop:
             self.sent += count  # lost on the way: the worker cannot know
             return True
         try:
