@@ -256,11 +256,15 @@ def check_message(raw: Any) -> Message:
     Every kind comes out as a map, an ``end`` too: ``p`` maps the phases that ran to
     their figures, as tuples.
     """
-    if type(raw) is list:
-        # An end, most of a run's messages: the usual shape checked in one go.
-        end = _usual_end(raw)
-        return end if end is not None else _check_end(raw)
-    return _check_fields(raw)
+    try:
+        if type(raw) is list:
+            # An end, most of a run's messages: the usual shape checked in one go.
+            end = _usual_end(raw)
+            return end if end is not None else _check_end(raw)
+        return _check_fields(raw)
+    except RecursionError:
+        # msgpack nests up to 1024 deep; showing such a value in a message recurses deeper.
+        raise ProtocolError("schema", "a value nested too deep") from None
 
 
 def _check_fields(raw: Any) -> Message:
@@ -305,12 +309,16 @@ def _check_end(raw: list[Any]) -> Message:
     """check_message's general path for an end: field by field, naming the first that
     is wrong (and any phase set, not only the usual three)."""
     version = raw[0] if raw else None
-    if version != VERSION or type(version) is not int:
-        raise ProtocolError("version", f"unsupported protocol version {version!r:.20}")
+    # An array from another version of the protocol may have another length: the
+    # version is what is wrong with it.  Anything else of the wrong length is no end.
+    if type(version) is int and version != VERSION:
+        raise ProtocolError("version", f"unsupported protocol version {version}")
     if len(raw) != END_LENGTH:
         raise ProtocolError(
             "schema", f"end: expected an array of {END_LENGTH} fields, got {len(raw)}"
         )
+    if type(version) is not int:
+        raise ProtocolError("version", f"unsupported protocol version {version!r:.20}")
     fields: Message = {}
     name = ""
     try:
@@ -747,4 +755,6 @@ def decode_viewer(secret: bytes, frames: list[bytes], kinds: frozenset[str]) -> 
         fields = _fields(raw, VIEWER_SCHEMAS[kind])
     except ValueError as exc:
         raise ProtocolError("schema", f"{kind}: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("schema", f"{kind}: a value nested too deep") from None
     return {"v": version, "k": kind, **fields}

@@ -198,8 +198,9 @@ def test_end_phases_are_checked(slot: int | None, value: Any, text: str) -> None
 @pytest.mark.parametrize(
     ("raw", "reason", "text"),
     [
-        ([], "version", "unsupported protocol version None"),
+        ([], "schema", "end: expected an array of 22 fields, got 0"),
         ([1, "end"], "version", "unsupported protocol version 1"),
+        (["x"] * protocol.END_LENGTH, "version", "unsupported protocol version 'x'"),
         ([protocol.VERSION, "end"], "schema", "end: expected an array of 22 fields, got 2"),
         ([*end(), 1], "schema", "end: expected an array of 22 fields, got 23"),
         (end(k="start"), "schema", "end.k: expected one of ['end']"),
@@ -211,6 +212,31 @@ def test_an_end_of_the_wrong_shape_says_what_is_wrong(raw: Any, reason: str, tex
         protocol.check_message(raw)
     assert excinfo.value.reason == reason
     assert text in str(excinfo.value)
+
+
+def nested(depth: int) -> bytes:
+    """msgpack for a list nested ``depth`` deep (msgpack itself allows 1024)."""
+    return b"\x91" * depth + b"\x90"
+
+
+@pytest.mark.parametrize("slot", [0, 1, 6, protocol.END_LENGTH - 1])
+def test_a_value_nested_deeper_than_python_can_show_is_a_schema_reject(slot: int) -> None:
+    fields = [msgpack.packb(value) for value in end()]
+    fields[slot] = nested(1020)
+    frame = protocol.sign(SECRET, body := b"\x91\xdc\x00\x16" + b"".join(fields))
+    (raw,) = protocol.decode_frame(SECRET, [frame, body])
+    with pytest.raises(ProtocolError, match="schema: a value nested too deep"):
+        protocol.check_message(raw)
+    body = b"\x91\x82\xa1v" + nested(1020) + b"\xa1k\xa5start"  # a map's version
+    (raw,) = protocol.decode_frame(SECRET, [protocol.sign(SECRET, body), body])
+    with pytest.raises(ProtocolError, match="schema: a value nested too deep"):
+        protocol.check_message(raw)
+
+
+def test_a_viewer_message_nested_too_deep_is_a_schema_reject() -> None:
+    body = b"\x83\xa1v\x01\xa1k\xa4beat\xa3seq" + nested(1020)
+    with pytest.raises(ProtocolError, match="schema: beat: a value nested too deep"):
+        protocol.decode_viewer(SECRET, [protocol.sign(SECRET, body), body], frozenset({"beat"}))
 
 
 MISSING = object()
