@@ -149,6 +149,8 @@ class WorkerState:
     running: RunningTest | None = None
     #: The id of the test that was running when the worker died.
     crashed: str = ""
+    #: It could not measure (its recorder never started): its tests ran unmeasured.
+    unmeasured: bool = False
     #: Highest test index seen, so that a test known only from xdist gets a fresh one.
     last_index: int = -1
     #: Tests that started but whose end never arrived (index -> nodeid).
@@ -322,11 +324,12 @@ class RunState:
         """
         records: list[Message] = []
         problem = ""
+        unmeasured = False
         with self.cond:
             ended = self.workers[worker].ended if worker in self.workers else -1
         if fallback is not None and fallback.get("error"):
             # The worker could not measure (its recorder never started): nothing to fill.
-            problem, fallback = str(fallback["error"])[:500], None
+            problem, fallback, unmeasured = str(fallback["error"])[:500], None, True
         # Decoding every record costs ~12 µs a test: only when the stream missed some.
         if fallback is not None and fallback.get("tests") != ended:
             try:
@@ -356,6 +359,7 @@ class RunState:
             else:
                 state.status = "recovered" if state.recovered else "complete"
             state.unrecoverable = len(state.unfinished)
+            state.unmeasured = state.unmeasured or unmeasured
             self.cond.notify_all()
 
     def settle_unfinished(self) -> None:

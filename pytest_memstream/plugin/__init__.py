@@ -88,13 +88,9 @@ def start_recorder(config: pytest.Config, spec: dict[str, Any]) -> Recorder:
     return recorder
 
 
-#: How the report's worker error begins when a process could not measure its tests.
-UNMEASURED = "could not start measuring"
-
-
 def start_failure(exc: Exception) -> str:
     """Why this process could not measure its tests, for the report."""
-    return f"{UNMEASURED}: {type(exc).__name__}: {exc}"
+    return f"could not start measuring: {type(exc).__name__}: {exc}"
 
 
 class WorkerRole:

@@ -344,10 +344,7 @@ class Controller:
         elif session.shouldfail or session.shouldstop:
             stopped = str(session.shouldfail or session.shouldstop)
         self.state.settle_unfinished()
-        from pytest_memstream.plugin import UNMEASURED
-
-        workers = self.state.workers.values()
-        unmeasured = [w.id for w in workers if w.error.startswith(UNMEASURED)]
+        unmeasured = [w.id for w in self.state.workers.values() if w.unmeasured]
         if unmeasured and not stopped:
             # Not the whole run: no baseline is saved from it.
             stopped = f"tests ran unmeasured on {', '.join(unmeasured)}"
