@@ -73,13 +73,13 @@ def limits_of(
             return False
         known = marked.get(id(node))
         if known is None:
-            known = any(mark.name == MARKER for mark in node.own_markers)
-            known = marked[id(node)] = known or has_marker(node.parent)
+            own = any(mark.name == MARKER for mark in node.own_markers)
+            known = marked[id(node)] = own or has_marker(node.parent)
         return known
 
     flag = None if default is None else Limit(default, "growth", "--memstream-limit")
     for item in items:
-        if not (any(mark.name == MARKER for mark in item.own_markers) or has_marker(item.parent)):
+        if not has_marker(item):
             if flag is not None:
                 limits[item.nodeid] = flag
             continue
