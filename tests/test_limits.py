@@ -259,6 +259,36 @@ def test_teardown_over_the_limit_is_an_error_at_teardown(
     )
 
 
+def test_a_limited_test_is_measured_to_the_end_of_its_teardown_too(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    # The limit is checked as pytest reports the teardown; the teardown's figures go on
+    # to where pytest lets go of the test's fixture values, as for any test.
+    pytester.makepyfile(
+        test_held="""
+        import pytest
+
+        @pytest.fixture
+        def big():
+            data = b"b" * (80 << 20)
+            yield data
+            spike = b"s" * (40 << 20)
+            del spike
+
+        @pytest.mark.memstream_limit("500M")
+        def test_holds(big):
+            pass
+        """
+    )
+    run = run_memstream()
+    assert run.result.ret == pytest.ExitCode.OK
+    held = run.test("test_holds")
+    teardown = held["phases"]["teardown"]
+    assert teardown["peak_rss"] - teardown["rss_before"] >= 39 * MiB
+    assert teardown["rss_before"] - teardown["rss_after"] >= 79 * MiB
+    assert abs(held["kept"]) < 8 * MiB
+
+
 def test_a_failing_test_over_its_limit_says_so_too(
     pytester: pytest.Pytester, run_memstream: RunMemstream
 ) -> None:

@@ -59,6 +59,90 @@ def test_xdist(run_memstream: RunMemstream, dist: str) -> None:
     check_memory_figures(run_memstream, "-n", "2", f"--dist={dist}", worker="gw")
 
 
+XDIST = pytest.mark.parametrize("xdist", [["-n", "0"], ["-n", "1"]], ids=["single", "xdist"])
+
+
+@XDIST
+def test_a_fixture_value_is_held_not_kept(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    # pytest lets go of a test's fixture values only after the teardown hooks: the test
+    # held the 80 MiB, it did not keep them, and the test after it starts without them.
+    pytester.makepyfile(
+        test_held="""
+        import pytest
+
+        @pytest.fixture
+        def big():
+            return b"b" * (80 << 20)
+
+        def test_a_holds(big):
+            assert len(big) == 80 << 20
+
+        def test_b_after():
+            pass
+        """
+    )
+    run = run_memstream(*xdist)
+    held = run.test("test_a_holds")
+    assert held["growth"] >= 79 * MiB
+    assert abs(held["kept"]) < 8 * MiB
+    teardown = held["phases"]["teardown"]
+    assert teardown["rss_before"] - teardown["rss_after"] >= 79 * MiB
+    after = run.test("test_b_after")
+    assert after["rss_start"] <= held["rss_start"] + 8 * MiB
+    assert after["growth"] < 8 * MiB
+
+
+RERUN_TWICE = """
+import pytest
+from _pytest.runner import runtestprotocol
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    # What pytest-rerunfailures does: the protocol again, inside this hook.
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for run in (1, 2):
+        item.execution_count = run
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+"""
+
+
+@XDIST
+def test_a_rerun_is_measured_from_where_the_last_run_ended(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    pytester.makeconftest(RERUN_TWICE)
+    pytester.makepyfile(
+        test_rerun="""
+        import pytest
+
+        KEPT = []
+
+        @pytest.fixture
+        def leaky(request):
+            yield
+            if request.node.execution_count == 1:
+                KEPT.append(b"r" * (40 << 20))
+
+        def test_rerun(leaky):
+            pass
+        """
+    )
+    run = run_memstream(*xdist)
+    phases = run.test("test_rerun")["phases"]
+    # The figures are the last run's: the 40 MiB the first run's teardown kept are
+    # behind it, not in its setup.
+    assert phases["setup"]["rss_after"] - phases["setup"]["rss_before"] < 8 * MiB
+    assert phases["setup"]["peak_rss"] - phases["setup"]["rss_before"] < 8 * MiB
+    assert abs(phases["teardown"]["rss_after"] - phases["teardown"]["rss_before"]) < 8 * MiB
+
+
 def test_xdist_each_measures_every_test_once_per_worker(run_memstream: RunMemstream) -> None:
     run = run_memstream("-n", "2", "--dist=each")
     assert len(run.report["tests"]) == 12

@@ -151,7 +151,7 @@ class LimitCheck(SetupFailures):
         limit = self.limits.get(item.nodeid)
         if limit is None or self._reported:
             return report
-        phases = self._recorder.phases
+        phases = self._recorder.measured()
         over = _over(phases, limit)
         if over is None or report.skipped:
             return report

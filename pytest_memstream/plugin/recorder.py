@@ -39,8 +39,10 @@ class Recorder:
         self._default_limit = limit
         self._limits: dict[str, Limit] = {}
         self._probe = probe
-        #: The RSS at the last boundary (each test takes its first one as it starts).
+        #: The RSS at the last boundary.
         self._rss = 0
+        #: Whether that boundary was the end of a test, which the next test starts from.
+        self._chained = False
         self._index = -1
         self._test: CurrentTest | None = None
         #: Every ``end`` this process sent, packed: the fallback the controller fills from.
@@ -62,11 +64,6 @@ class Recorder:
     @property
     def stream(self) -> Stream:
         return self._stream
-
-    @property
-    def phases(self) -> dict[str, tuple[int, int, int, float]]:
-        """``phase -> [rss_before, rss_after, peak_rss, duration]`` of the current test."""
-        return self._test.phases if self._test is not None else {}
 
     def samples(self) -> list[tuple[str, float, int]]:
         """The sampler's recent ``(phase, time, rss)`` of the current test, oldest first."""
@@ -92,20 +89,27 @@ class Recorder:
     # Everything below runs for every test: it does only what it must, and leaves the
     # rest (numbering and framing the ends, about ten times a second) to the stream.
     #
-    # A phase is measured from one *boundary* to the next.  A boundary is taken as each
-    # phase ends, inside every other plugin's part of it, and the next phase of the test
-    # starts from it: the call's figures include the setup's report, the teardown's the
-    # call's.  A test starts at a boundary of its own, so that what happens between two
-    # tests (pytest and xdist reporting the previous one) counts against neither.  Each
-    # boundary is two syscalls (a third when the mark must be set back), and on a
-    # virtual machine every syscall costs microseconds: four boundaries a test.
+    # A phase is measured from one *boundary* to the next.  The setup and the call end at
+    # a boundary taken inside every other plugin's part of them, and the next phase starts
+    # from it: the call's figures include the setup's report.  The teardown ends when the
+    # test's protocol does, once pytest has reported the teardown and let go of the test's
+    # fixture values (it drops them only after the teardown hooks): a fixture's value is
+    # what the test held, not what it kept.  That boundary is where the next test starts:
+    # only this test's end being queued, and xdist's note that the test is done, come
+    # between them.  The first test of a process, or one after a test that never reached
+    # its teardown, takes a boundary of its own.  A boundary is two syscalls (a third when the mark must be set
+    # back), and on a virtual machine every syscall costs microseconds: three boundaries
+    # a test.
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         self._index += 1
         nodeid = item.nodeid
         limit = self._limits.get(nodeid) if self._limits else None
-        rss = self._rss = self._probe.start()
+        if self._chained:
+            rss = self._rss
+        else:
+            rss = self._rss = self._probe.start()
         test = CurrentTest(
             self._index, nodeid, time.time(), rss, None if limit is None else limit.as_wire()
         )
@@ -114,13 +118,19 @@ class Recorder:
             return (yield)
         finally:
             self._stream.test = None
+            self._chained = self._end_teardown(test)
             self._end(test)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self) -> Generator[None, object, object]:
+        test = self._test
+        if test is not None:
+            if test.teardown is not None:
+                # A rerun (pytest-rerunfailures runs the protocol again inside this
+                # one): the last run's teardown ends here.
+                self._end_teardown(test)
+            test.phase = "setup"
         started = time.perf_counter()
-        if self._test is not None:
-            self._test.phase = "setup"  # again on each rerun of the test
         try:
             return (yield)
         finally:
@@ -139,12 +149,15 @@ class Recorder:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self) -> Generator[None, object, object]:
         started = time.perf_counter()
-        if self._test is not None:
-            self._test.phase = "teardown"
+        test = self._test
+        if test is not None:
+            test.phase = "teardown"
         try:
             return (yield)
         finally:
-            self._boundary("teardown", started)
+            if test is not None:
+                # Measured when the protocol ends (see above), or a rerun starts.
+                test.teardown = time.perf_counter() - started
 
     def _boundary(self, phase: str, started: float) -> None:
         duration = time.perf_counter() - started
@@ -158,6 +171,37 @@ class Recorder:
         # wait in the queue for up to an interval, and tracked they would be promoted
         # to the oldest generation and make every full collection of the run longer.
         test.phases[phase] = (before, after, max(peak, before, after), duration)
+
+    def _end_teardown(self, test: CurrentTest, final: bool = True) -> bool:
+        """Take the boundary that ends ``test``'s teardown; False if none is due.
+
+        Not ``final``, the teardown is measured so far and stays open: a limit checked
+        as pytest reports the teardown (see LimitCheck) sees it, and the final boundary
+        takes it on from there.
+        """
+        duration = test.teardown
+        if duration is None:
+            return False  # no teardown ran since the last one ended
+        if final:
+            test.teardown = None
+        before = self._rss
+        after, peak = self._probe.boundary()
+        self._rss = after
+        so_far = test.phases.get("teardown")
+        if so_far is not None and test.open:
+            before, peak = so_far[0], max(peak, so_far[2])
+        test.open = not final
+        test.phases["teardown"] = (before, after, max(peak, before, after), duration)
+        return True
+
+    def measured(self) -> dict[str, tuple[int, int, int, float]]:
+        """``phase -> (rss_before, rss_after, peak_rss, duration)`` of the current test so
+        far, a teardown that has run measured up to now."""
+        test = self._test
+        if test is None:
+            return {}
+        self._end_teardown(test, final=False)
+        return test.phases
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
