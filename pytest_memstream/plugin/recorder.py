@@ -97,9 +97,9 @@ class Recorder:
     # what the test held, not what it kept.  That boundary is where the next test starts:
     # only this test's end being queued, and xdist's note that the test is done, come
     # between them.  The first test of a process, or one after a test that never reached
-    # its teardown, takes a boundary of its own.  A boundary is two syscalls (a third when the mark must be set
-    # back), and on a virtual machine every syscall costs microseconds: three boundaries
-    # a test.
+    # its teardown, takes a boundary of its own.  A boundary is two syscalls (a third
+    # when the mark must be set back), and on a virtual machine every syscall costs
+    # microseconds: three boundaries a test.
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
