@@ -14,12 +14,21 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import accuracy, instructions, latency, overhead, scale, throughput
+from benchmarks import (
+    accuracy,
+    breakdown,
+    instructions,
+    latency,
+    overhead,
+    scale,
+    throughput,
+)
 from benchmarks.common import ROOT, environment_lines, load_average
 
 PARTS: dict[str, Callable[[bool], str]] = {
     "overhead": overhead.run_part,
     "instructions": instructions.run_part,
+    "breakdown": breakdown.run_part,
     "accuracy": accuracy.run_part,
     "throughput": throughput.run_part,
     "latency": latency.run_part,
@@ -42,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Benchmarks of pytest-memstream: overhead (against the plugin off, "
-        "pytest-memray and pytest-monitor), accuracy, sink throughput, live latency, scale.",
+        "pytest-memray and pytest-monitor), where it goes, accuracy, sink throughput, "
+        "live latency, scale.",
     )
     parser.add_argument("--long", action="store_true", help="more rounds and longer windows")
     parser.add_argument("--only", choices=sorted(PARTS), action="append", help="run one part")
