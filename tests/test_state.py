@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_memstream import protocol
-from pytest_memstream.collector.report import build_report, summary_lines, summary_title
+from pytest_memstream.collector.report import (
+    Snapshot,
+    build_report,
+    summary_lines,
+    summary_title,
+    write_report,
+)
 from pytest_memstream.collector.state import RunState, walk_phases
 from pytest_memstream.collector.state import TestRecord as Record
 from pytest_memstream.plugin.probe import SampledPeak
@@ -166,6 +174,63 @@ def test_a_summary_only_report_prints_what_the_whole_one_does(sort: str, top: in
             whole, sort, top, verbosity
         )
     assert summary_title(summary, sort, top) == summary_title(whole, sort, top)
+
+
+def test_the_json_file_is_the_whole_document_byte_for_byte(tmp_path: Path) -> None:
+    # Snapshot.write_json writes each test without building its entry: it must write
+    # exactly what json.dumps makes of the whole document, whatever the tests hold.
+    state = RunState()
+    nodeids = [
+        "t.py::test_plain",
+        't.py::test_quoted["a\\b"]',
+        "t.py::test_unicode[\u00e9t\u00e9-\u2603-\U0001f600]",
+        "t.py::test_control[\x01\t\n]",
+        "t.py::Test::test_" + "long" * 300,
+    ]
+    workers = {name: Worker(name) for name in ("gw0", "gw1", "gw10")}
+    for worker in workers:
+        state.expect(worker)
+    for i, nodeid in enumerate(nodeids):
+        for n, (name, w) in enumerate(workers.items()):
+            start = (100 + i) * MiB + n * 4096
+            phases: dict[str, tuple[int, int, int, float]] = {
+                "setup": (start, start + 8192, start + 12288, 0.000123),
+                "call": (start + 8192, start - 4096, start + 300 * MiB, 1.5e-06),
+                "teardown": (start - 4096, start, start, 12.25),
+            }
+            if i == 1:
+                del phases["call"]  # a skipped test
+            outcome = ("passed", "skipped", "failed", "error", "passed")[i]
+            end = protocol.end_message(
+                name, 1000.5 + i, i, nodeid, outcome, "hwm", 1000.0 + i / 3, phases
+            )
+            state.accept([w.msg("start", i=i, id=nodeid, rss=start), [*end[:-1], w.seq]])
+            w.seq += 1
+            w.ends.append(end)
+    lost = Worker("gw2")
+    state.expect("gw2")
+    lost.test(0, growth=3 * MiB)  # never streamed: filled in from the fallback
+    state.finish_worker("gw2", lost.fallback() | {"tests": 1}, None)
+    dying = workers["gw1"]
+    state.accept([dying.msg("start", i=9, id="t.py::test_dies", rss=100 * MiB, lim=[1, "peak"])])
+    samples = [[2000.0 + s / 7, (100 + 50 * s) * MiB] for s in range(5)]
+    state.accept([dying.msg("sample", i=9, ph="call", s=samples)])
+    state.finish_worker("gw1", None, "Not properly terminated")
+    state.finish_worker("gw10", None, "crashed")
+    state.note_crashed_test("gw10", "t.py::test_named_by_xdist")
+    run = {"started": 1000.0, "duration": 1.0 / 3, "complete": False, "stopped": "\u2603"}
+
+    snapshot = Snapshot(state, run)
+    streamed, dumped = tmp_path / "streamed.json", tmp_path / "dumped.json"
+    snapshot.write_json(streamed)
+    write_report(snapshot.document(), dumped)
+    assert streamed.read_bytes() == dumped.read_bytes()
+    document = json.loads(streamed.read_text())
+    assert len(document["tests"]) == 3 * len(nodeids) + 1 + 2
+    assert {t["source"] for t in document["tests"]} == {"stream", "fallback"}
+    assert {t["outcome"] for t in document["tests"]} >= {"crashed", "skipped", "error"}
+    # No stray file beside it: the file was written to a temporary name and renamed.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dumped.json", "streamed.json"]
 
 
 def test_a_worker_not_down_when_the_run_ends_is_incomplete_even_if_never_heard() -> None:

@@ -349,16 +349,19 @@ class Controller:
             # Not the whole run: no baseline is saved from it.
             stopped = f"tests ran unmeasured on {', '.join(unmeasured)}"
         settings = self.settings
-        whole = settings.json_path or settings.html_path or settings.baselines_wanted
+        # The JSON file is written from the snapshot itself: only the HTML report and
+        # the baselines need every test's entry in the document.
+        whole = settings.html_path or settings.baselines_wanted
         top = None if whole else (settings.sort, settings.top)
         # Imported here, not before xdist starts the workers: every millisecond of this
         # process's start-up is one the whole run waits.
-        from pytest_memstream.collector.report import build_report, write_report
+        from pytest_memstream.collector.report import Snapshot
 
-        self.report = build_report(self.state, self._run_facts(stopped), top)
+        snapshot = Snapshot(self.state, self._run_facts(stopped))
+        self.report = snapshot.document(top)
         if self.settings.json_path is not None:
             try:
-                write_report(self.report, self.settings.json_path)
+                snapshot.write_json(self.settings.json_path)
             except OSError as exc:
                 self.problems.append(f"could not write the JSON report: {exc}")
             else:
