@@ -130,14 +130,20 @@ def test_a_rerun_is_measured_from_where_the_last_run_ended(
             if request.node.execution_count == 1:
                 KEPT.append(b"r" * (40 << 20))
 
-        def test_rerun(leaky):
+        def test_a_before():
+            pass
+
+        def test_b_rerun(leaky):
             pass
         """
     )
-    run = run_memstream(*xdist)
-    phases = run.test("test_rerun")["phases"]
-    # The figures are the last run's: the 40 MiB the first run's teardown kept are
-    # behind it, not in its setup.
+    run = run_memstream(*xdist, "test_rerun.py")
+    assert run.result.ret == pytest.ExitCode.OK
+    before, rerun = run.test("test_a_before"), run.test("test_b_rerun")
+    phases = rerun["phases"]
+    # The first run's teardown kept 40 MiB: the last run starts above them...
+    assert phases["setup"]["rss_before"] - before["rss_end"] >= 39 * MiB
+    # ...and its figures are its own: the 40 MiB are behind it, not in its setup.
     assert phases["setup"]["rss_after"] - phases["setup"]["rss_before"] < 8 * MiB
     assert phases["setup"]["peak_rss"] - phases["setup"]["rss_before"] < 8 * MiB
     assert abs(phases["teardown"]["rss_after"] - phases["teardown"]["rss_before"]) < 8 * MiB

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_memstream import protocol
+from pytest_memstream.collector import report
 from pytest_memstream.collector.report import (
     Snapshot,
     build_report,
@@ -176,9 +177,13 @@ def test_a_summary_only_report_prints_what_the_whole_one_does(sort: str, top: in
     assert summary_title(summary, sort, top) == summary_title(whole, sort, top)
 
 
-def test_the_json_file_is_the_whole_document_byte_for_byte(tmp_path: Path) -> None:
+def test_the_json_file_is_the_whole_document_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Snapshot.write_json writes each test without building its entry: it must write
-    # exactly what json.dumps makes of the whole document, whatever the tests hold.
+    # exactly what json.dumps makes of the whole document, whatever the tests hold, and
+    # in however many pieces.
+    monkeypatch.setattr(report, "_CHUNK", 4)
     state = RunState()
     nodeids = [
         "t.py::test_plain",

@@ -94,12 +94,15 @@ class Recorder:
     # from it: the call's figures include the setup's report.  The teardown ends when the
     # test's protocol does, once pytest has reported the teardown and let go of the test's
     # fixture values (it drops them only after the teardown hooks): a fixture's value is
-    # what the test held, not what it kept.  That boundary is where the next test starts:
-    # only this test's end being queued, and xdist's note that the test is done, come
-    # between them.  The first test of a process, or one after a test that never reached
-    # its teardown, takes a boundary of its own.  A boundary is two syscalls (a third
-    # when the mark must be set back), and on a virtual machine every syscall costs
-    # microseconds: three boundaries a test.
+    # what the test held, not what it kept (unless a failure's traceback, which pytest
+    # keeps in sys.last_traceback until the next test's call, still refers to it).  That
+    # boundary is where the next test starts: what comes between two tests (this test's
+    # end being queued, xdist's note that the test is done and its wait for the next
+    # one, and the part of any protocol wrapper registered after this one that runs
+    # outside it) counts against the next test's setup.  The first test of a process, or
+    # one after a test that never reached its teardown, takes a boundary of its own.
+    # A boundary is two syscalls (a third when the mark must be set back), and on a
+    # virtual machine every syscall costs microseconds: three boundaries a test.
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -127,8 +130,10 @@ class Recorder:
         if test is not None:
             if test.teardown is not None:
                 # A rerun (pytest-rerunfailures runs the protocol again inside this
-                # one): the last run's teardown ends here.
+                # one): the last run's teardown ends here, and the test's figures are
+                # this run's alone, even if it never gets as far as the last one did.
                 self._end_teardown(test)
+                test.phases = {}
             test.phase = "setup"
         started = time.perf_counter()
         try:

@@ -92,7 +92,9 @@ class CurrentTest:
             messages.append(start)
         # Copies taken in one C call each: the test's thread may be adding to them.  The
         # logreport hook writes ``stops`` last, so a phase found in it has its outcome,
-        # and its figures unless another plugin's wrapper kept ours from running.
+        # and its figures unless another plugin's wrapper kept ours from running.  The
+        # teardown's figures come only as the test's protocol ends (with its ``end``),
+        # or, for a test with a memory limit, as measured when its report was made.
         stops = dict(self.stops)
         outcomes, phases = dict(self.outcomes), dict(self.phases)
         for phase, stop in stops.items():
