@@ -261,6 +261,11 @@ def check_message(raw: Any) -> Message:
             # An end, most of a run's messages: the usual shape checked in one go.
             end = _usual_end(raw)
             return end if end is not None else _check_end(raw)
+        if type(raw) is dict and len(raw) == 8:
+            # Most likely a sample: a long test sends one an interval.
+            sample = _usual_sample(raw)
+            if sample is not None:
+                return sample
         return _check_fields(raw)
     except RecursionError:
         # msgpack nests up to 1024 deep; showing such a value in a message recurses deeper.
@@ -393,6 +398,47 @@ def _usual_end(raw: list[Any]) -> Message | None:
         "p": {"setup": (sb, sa, sp, sd), "call": (cb, ca, cp, cd), "teardown": (tb, ta, tp, td)},
         "t0": t0,
     }  # fmt: skip
+
+
+def _usual_sample(raw: dict[Any, Any]) -> Message | None:
+    """``raw`` checked as _check_fields would, if it is a sample of the usual shape (its
+    eight fields and no other, float times); None for anything else, which the general
+    path then checks field by field.  A long test's thread sends one an interval, and a
+    sink fed by many workers at once spends most of its time checking them."""
+    get = raw.get
+    v, k, w, q, t, i, ph, s = (
+        get("v"), get("k"), get("w"), get("q"), get("t"), get("i"), get("ph"), get("s")
+    )  # fmt: skip
+    if not (
+        type(k) is str
+        and k == "sample"
+        and type(v) is int
+        and v == VERSION
+        and type(w) is str
+        and type(q) is int
+        and type(t) is float
+        and type(i) is int
+        and type(ph) is str
+        and type(s) is list
+        and 0 <= q <= MAX_INT
+        and 0.0 <= t <= 1e11
+        and -1 <= i <= MAX_INT
+        and (ph == "" or ph in PHASES)
+        and 0 < len(s) <= MAX_SAMPLES
+        and (w in _worker_ids or _known_worker(w))
+    ):
+        return None
+    samples = []
+    for pair in s:
+        if type(pair) is not list or len(pair) != 2:
+            return None
+        when, rss = pair
+        if not (type(when) is float and type(rss) is int and 0.0 <= when <= 1e11):
+            return None
+        if not 0 <= rss <= MAX_INT:
+            return None
+        samples.append([when, rss])
+    return {"v": v, "k": "sample", "w": w, "q": q, "t": t, "i": i, "ph": ph, "s": samples}
 
 
 #: Worker ids that passed WORKER_ID (a run has a few; the set is bounded all the same).

@@ -309,6 +309,67 @@ def test_the_usual_end_is_checked_as_any_end_is(changes: dict[str, Any]) -> None
         assert usual is not None and usual["p"] == phases
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"ph": ""},
+        {"ph": "setup", "i": -1},
+        {"s": [[1.7e9 + n / 10, n << 20] for n in range(protocol.MAX_SAMPLES)]},
+        {"s": [[1.7e9, 1 << 20]] * (protocol.MAX_SAMPLES + 1)},
+        {"s": []},
+        {"s": [[1.7e9, 1 << 20], [1.7e9]]},
+        {"s": [(1.7e9, 1 << 20)]},
+        {"s": [[1700000000, 1 << 20]]},
+        {"s": [[1.7e9, 1.0]]},
+        {"s": [[1.7e9, True]]},
+        {"s": [[1.7e9, -1]]},
+        {"s": [[1.7e9, 1 << 60]]},
+        {"s": [[float("nan"), 1]]},
+        {"s": [[1e12, 1]]},
+        {"s": {"t": 1.7e9}},
+        {"t": 1700000000},
+        {"t": float("inf")},
+        {"t": -1.0},
+        {"v": 1},
+        {"v": True},
+        {"v": 2.0},
+        {"k": "Sample"},
+        {"k": ["sample"]},
+        {"w": ""},
+        {"w": "gw 0"},
+        {"w": "g" * 65},
+        {"w": 7},
+        {"q": -1},
+        {"q": True},
+        {"q": 1 << 60},
+        {"i": -2},
+        {"i": 1.0},
+        {"ph": "lunch"},
+        {"ph": None},
+        {"extra": 1},
+    ],
+)
+def test_the_usual_sample_is_checked_as_any_message_is(changes: dict[str, Any]) -> None:
+    # The sink checks a sample of the usual shape in one go: it must accept exactly what
+    # the field-by-field check accepts, and give the same result.
+    raw = message("sample", **changes)
+    outcomes: list[dict[str, Any] | str] = []
+    for check in (protocol.check_message, protocol._check_fields):
+        try:
+            outcomes.append(check(raw))
+        except ProtocolError as exc:
+            outcomes.append(exc.reason)
+    assert outcomes[0] == outcomes[1]
+    assert list(outcomes[0]) == list(outcomes[1])  # the same fields, in the same order
+    usual = protocol._usual_sample(raw) if len(raw) == 8 else None
+    assert usual in (None, outcomes[1])
+    # The fast path is taken for every valid sample of the usual shape.
+    usual_shape = "t" not in changes and "extra" not in changes and "s" not in changes
+    if usual_shape and not isinstance(outcomes[0], str):
+        assert usual is not None
+
+
 def test_samples_are_checked() -> None:
     with pytest.raises(ProtocolError, match=r"sample\.s"):
         protocol.check_message(message("sample", s=[[1.0, 2, 3]]))

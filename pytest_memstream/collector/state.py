@@ -216,6 +216,8 @@ class RunState:
         kind = message["k"]
         if kind == "end":
             self._on_end(worker, message)  # most of a run's messages
+        elif kind == "sample":
+            self._on_sample(worker, message)  # most of a long test's
         else:
             getattr(self, "_on_" + kind)(worker, message)
 
@@ -250,13 +252,16 @@ class RunState:
 
     def _on_sample(self, worker: WorkerState, message: Message) -> None:
         samples = message["s"]
-        worker.max_rss = max(worker.max_rss, max(rss for _, rss in samples))
+        for _, rss in samples:
+            if rss > worker.max_rss:
+                worker.max_rss = rss
         running = worker.running
         if running is not None and running.index == message["i"]:
             running.phase = message["ph"] or running.phase
             running.samples.extend(samples)
-            running.rss = samples[-1][1]
-            running.peak = max(running.peak, running.rss)
+            rss = running.rss = samples[-1][1]
+            if rss > running.peak:
+                running.peak = rss
 
     def _on_end(self, worker: WorkerState, message: Message) -> None:
         record = TestRecord.from_end(message, "stream")
