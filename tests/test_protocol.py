@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -251,6 +252,17 @@ def test_the_usual_end_knows_every_field_of_an_end() -> None:
     assert "end" not in protocol.OPTIONAL
 
 
+def checked(raw: Any, *checks: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any] | str]:
+    """What each check makes of ``raw``: the message, or the reason it was refused."""
+    outcomes: list[dict[str, Any] | str] = []
+    for check in checks:
+        try:
+            outcomes.append(check(raw))
+        except ProtocolError as exc:
+            outcomes.append(exc.reason)
+    return outcomes
+
+
 THREE = {"setup": (1, 2, 3, 0.5), "call": (3, 4, 9, 0.25), "teardown": (4, 4, 4, 0.0)}
 
 
@@ -291,12 +303,7 @@ def test_the_usual_end_is_checked_as_any_end_is(changes: dict[str, Any]) -> None
     # The sink checks an end of the usual shape in one go: it must accept exactly what
     # the field-by-field check accepts, and give the same result.
     raw = end(**changes)
-    outcomes: list[dict[str, Any] | str] = []
-    for check in (protocol.check_message, protocol._check_end):
-        try:
-            outcomes.append(check(raw))
-        except ProtocolError as exc:
-            outcomes.append(exc.reason)
+    outcomes = checked(raw, protocol.check_message, protocol._check_end)
     assert outcomes[0] == outcomes[1]
     # And the fast path is taken where it should be: every valid end of three phases
     # with float times.
@@ -354,12 +361,7 @@ def test_the_usual_sample_is_checked_as_any_message_is(changes: dict[str, Any]) 
     # The sink checks a sample of the usual shape in one go: it must accept exactly what
     # the field-by-field check accepts, and give the same result.
     raw = message("sample", **changes)
-    outcomes: list[dict[str, Any] | str] = []
-    for check in (protocol.check_message, protocol._check_fields):
-        try:
-            outcomes.append(check(raw))
-        except ProtocolError as exc:
-            outcomes.append(exc.reason)
+    outcomes = checked(raw, protocol.check_message, protocol._check_fields)
     assert outcomes[0] == outcomes[1]
     assert list(outcomes[0]) == list(outcomes[1])  # the same fields, in the same order
     usual = protocol._usual_sample(raw) if len(raw) == 8 else None
