@@ -139,7 +139,7 @@ class Recorder:
         try:
             return (yield)
         finally:
-            self._boundary("setup", started)
+            self._boundary("setup", time.perf_counter() - started)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self) -> Generator[None, object, object]:
@@ -149,7 +149,7 @@ class Recorder:
         try:
             return (yield)
         finally:
-            self._boundary("call", started)
+            self._boundary("call", time.perf_counter() - started)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self) -> Generator[None, object, object]:
@@ -164,8 +164,7 @@ class Recorder:
                 # Measured when the protocol ends (see above), or a rerun starts.
                 test.teardown = time.perf_counter() - started
 
-    def _boundary(self, phase: str, started: float) -> None:
-        duration = time.perf_counter() - started
+    def _boundary(self, phase: str, duration: float) -> None:
         test = self._test
         if test is None:
             return  # a phase run outside a test's protocol: nothing to measure it from
@@ -189,14 +188,12 @@ class Recorder:
             return False  # no teardown ran since the last one ended
         if final:
             test.teardown = None
-        before = self._rss
-        after, peak = self._probe.boundary()
-        self._rss = after
+        # Figures of this teardown already there were measured so far, for a limit.
         so_far = test.phases.get("teardown")
-        if so_far is not None and test.open:
-            before, peak = so_far[0], max(peak, so_far[2])
-        test.open = not final
-        test.phases["teardown"] = (before, after, max(peak, before, after), duration)
+        self._boundary("teardown", duration)
+        if so_far is not None:
+            _, after, peak, _ = test.phases["teardown"]
+            test.phases["teardown"] = (so_far[0], after, max(peak, so_far[2]), duration)
         return True
 
     def measured(self) -> dict[str, tuple[int, int, int, float]]:

@@ -40,7 +40,6 @@ class CurrentTest:
         "index",
         "limit",
         "nodeid",
-        "open",
         "outcomes",
         "phase",
         "phases",
@@ -65,10 +64,8 @@ class CurrentTest:
         #: ``phase -> outcome`` and ``phase -> time it ended``, once pytest reported it.
         self.outcomes: dict[str, str] = {}
         self.stops: dict[str, float] = {}
-        #: The duration of a teardown that has run and awaits its end (see Recorder),
-        #: and whether its figures so far are in ``phases`` (measured for a limit).
+        #: The duration of a teardown that has run and awaits its end (see Recorder).
         self.teardown: float | None = None
-        self.open = False
         #: What the stream thread already sent: "start" and phase names.
         self.told: set[str] | None = None
         #: Set before the test's ``end`` is queued: from then on the end says it all.
