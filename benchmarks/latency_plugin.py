@@ -40,7 +40,7 @@ class LatencyObserver:
             now = time.time()
             delays.append(now - message["t"])
             if kind == "sample":
-                samples.append([message["w"], message["t"], now, message["s"][-1][1]])
+                samples.append([worker.id, message["t"], now, message["s"][-1][1]])
             handler(worker, message)
 
         return observed

@@ -3,8 +3,8 @@
 Runs in a child process of its own (``python -m benchmarks.scale``) so that its RSS is the
 collector's and nothing else's.  Each simulated worker streams exactly what a Recorder
 sends for a short test (``start``, three ``phase``, ``end``) in frames of 256 messages,
-built with ``protocol.encode_frame`` and taken in by ``protocol.decode_frame`` and
-``RunState.accept``; at the end each worker hands over its fallback records as a real
+framed with ``stream.frame`` and taken in by ``stream.decode_header``/``decode_payload``
+and ``RunState.accept``; at the end each worker hands over its fallback records as a real
 worker's ``workeroutput`` does, and the controller's end-of-run work is timed.
 """
 
@@ -23,9 +23,9 @@ import msgpack
 import psutil
 
 from benchmarks.common import PYTHON, ROOT, Table, verdict
-from pytest_memstream import protocol
 from pytest_memstream.collector.report import Snapshot, summary_lines
 from pytest_memstream.collector.state import RunState
+from pytest_memstream.protocol import stream
 
 TESTS = 100_000
 WORKERS = 16
@@ -44,7 +44,7 @@ def _peak_rss() -> int:
 
 def _worker_messages(worker: str, tests: int) -> tuple[list[Any], bytes]:
     """Everything one worker streams, and its fallback blob (as ``Recorder`` packs it)."""
-    fallback = msgpack.Packer(autoreset=False, use_bin_type=True)
+    fallback = msgpack.Packer(autoreset=False)
     messages: list[Any] = []  # maps, and ends (arrays)
     t = 1.7e9
     base = 120 * MiB
@@ -71,19 +71,13 @@ def _worker_messages(worker: str, tests: int) -> tuple[list[Any], bytes]:
         for name, figures in phases.items():
             messages.append({"k": "phase", "t": t, "i": i, "ph": name, "f": figures, "o": "passed"})
         started, t = t, t + 0.003
-        end = protocol.end_message(worker, t, i, nodeid, "passed", "hwm", started, phases)
+        end = stream.end_message(t, i, nodeid, "passed", "hwm", started, phases)
         messages.append(end)
         fallback.pack(end)
-    for seq, message in enumerate(messages):
-        if isinstance(message, list):  # an end: numbered last, the rest is in it
-            message[-1] = seq
-        else:
-            message.update(v=protocol.VERSION, w=worker, q=seq)
     return messages, fallback.bytes()
 
 
 def child() -> dict[str, Any]:
-    secret = protocol.new_secret()
     state = RunState()
     rss_start = psutil.Process().memory_info().rss
     ingest = 0.0
@@ -94,19 +88,21 @@ def child() -> dict[str, Any]:
         state.expect(worker)
         tests = TESTS // WORKERS + (1 if w < TESTS % WORKERS else 0)
         messages, blob = _worker_messages(worker, tests)
+        packed = [stream.pack_message(message) for message in messages]
         frames = [
-            protocol.encode_frame(secret, messages[i : i + PER_FRAME])
-            for i in range(0, len(messages), PER_FRAME)
+            stream.frame(worker, i, 0, packed[i : i + PER_FRAME])
+            for i in range(0, len(packed), PER_FRAME)
         ]
         total += len(messages)
-        del messages
+        del messages, packed
         start = time.perf_counter()
-        for frame in frames:
-            state.accept(protocol.decode_frame(secret, frame))
+        for head, payload in frames:
+            header = stream.decode_header(head)
+            state.accept(header, stream.decode_payload(payload, header.messages))
         ingest += time.perf_counter() - start
         del frames
         fallbacks[worker] = {
-            "version": protocol.VERSION,
+            "version": stream.VERSION,
             "sent": total,
             "dropped": 0,
             "last_seq": tests * 5,
@@ -208,7 +204,8 @@ def run_part(long: bool) -> str:
         table.notes.append(f"**{r['rejected']} messages were rejected.**")
     table.notes += [
         "Each test streams `start`, three `phase` and `end` as a Recorder does, 256 messages "
-        "to a frame, through `protocol.encode_frame` / `decode_frame` and `RunState.accept`; "
+        "to a frame, through `stream.frame`, `decode_header`, `decode_payload` and "
+        "`RunState.accept`; "
         "each worker then hands over its fallback records as its `workeroutput` would, which "
         "the controller checks in `pytest_testnodedown` (the `finish_worker` row).",
         "Command: `python -m benchmarks.scale` (in the repository, prints JSON).",

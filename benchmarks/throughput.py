@@ -1,7 +1,7 @@
 """Part 3: how many samples one sink accepts when synthetic workers push as fast as they can.
 
 The senders are separate processes that speak the real protocol through the real sockets
-(``Sender`` → ``protocol.encode_frame`` → ZeroMQ PUSH over tcp loopback), into one real
+(``Sender`` → ``stream.frame`` → ZeroMQ PUSH over tcp loopback, CurveZMQ), into one real
 ``Sink`` thread feeding a ``RunState``.  The rate is taken over a window in the middle of
 the push, from ``RunState.messages``; CPU is that of the sink thread and of the ZeroMQ I/O
 thread of its context, read from ``/proc/self/task``.
@@ -20,9 +20,10 @@ from pathlib import Path
 
 from benchmarks import viewer
 from benchmarks.common import Table, verdict
-from pytest_memstream import protocol
 from pytest_memstream.collector.sink import Sink
 from pytest_memstream.collector.state import RunState
+from pytest_memstream.protocol import stream
+from pytest_memstream.security import RunKeys
 from pytest_memstream.sender import Sender
 
 AIM = 300_000
@@ -31,7 +32,7 @@ SENDERS = 2
 SHAPES = (
     (1, 256, "as a worker sends them: one sample per message, 256 messages per frame"),
     (64, 16, "64 samples per message, 16 messages per frame"),
-    (protocol.MAX_SAMPLES, 1, f"{protocol.MAX_SAMPLES} samples (MAX_SAMPLES) per message"),
+    (stream.MAX_SAMPLES, 1, f"{stream.MAX_SAMPLES} samples (MAX_SAMPLES) per message"),
 )
 #: A refused send means the sink's queues are full: back off this long rather than spin on
 #: the CPU that the sink needs (the measurement is what the sink accepts, not what is sent).
@@ -47,16 +48,12 @@ def _sender(
     go: Event,
     stop: Event,
 ) -> None:
-    sender = Sender(endpoint, secret)
+    keys = RunKeys(secret)
+    sender = Sender(endpoint, worker, keys.server.public, keys.worker(worker))
     seq = 0
 
-    def envelope(kind: str, **fields: object) -> protocol.Message:
-        nonlocal seq
-        message: protocol.Message = {"v": protocol.VERSION, "k": kind, "w": worker, "q": seq}
-        message["t"] = time.time()
-        message.update(fields)
-        seq += 1
-        return message
+    def envelope(kind: str, **fields: object) -> stream.Message:
+        return {"k": kind, "t": time.time(), **fields}
 
     rss = 200 << 20
     opening = [
@@ -65,15 +62,18 @@ def _sender(
     ]
     sample = envelope("sample", i=0, ph="call", s=[[time.time(), rss]] * per_message)
     for message in [*opening, sample]:
-        protocol.check_message(message)  # what we send is what the sink must accept
-    seq -= 1  # the sample above was only a check
+        stream.check_message(message)  # what we send is what the sink must accept
     go.wait()
-    sender.send(opening)
+    sender.send([stream.pack_message(message) for message in opening], seq)
+    seq += len(opening)
     while not stop.is_set():
         now = time.time()
         pairs = [[now, rss + i * 4096] for i in range(per_message)]
-        batch = [envelope("sample", i=0, ph="call", s=pairs) for _ in range(per_frame)]
-        if not sender.send(batch):
+        batch = [stream.pack_message(envelope("sample", i=0, ph="call", s=pairs))]
+        batch *= per_frame
+        sent = sender.send(batch, seq)
+        seq += per_frame
+        if not sent:
             time.sleep(BACKOFF)
     sender.close()
 
@@ -107,8 +107,8 @@ class Result:
 
 def measure(per_message: int, per_frame: int, seconds: float, with_viewer: bool) -> Result:
     state = RunState()
-    secret = protocol.new_secret()
-    sink = Sink(state, secret, "tcp://127.0.0.1")
+    secret = os.urandom(32)
+    sink = Sink(state, RunKeys(secret), "tcp://127.0.0.1")
     sink.start()
     sink_tid = next(t.native_id for t in threading.enumerate() if t.name == "memstream-sink")
     context = multiprocessing.get_context("spawn")
@@ -170,7 +170,7 @@ def measure(per_message: int, per_frame: int, seconds: float, with_viewer: bool)
         io_cpu=cpu(prefix="ZMQbg/IO") / window,
         window=window,
         rejected=sum(state.rejects.values()),
-        lost=sum(w.gaps for w in state.workers.values()),
+        lost=sum(w.lost for w in state.workers.values()),
         viewer=counts,
     )
 
@@ -220,7 +220,7 @@ def run_part(long: bool) -> str:
     table.notes += [
         f"Window: {seconds:.0f} s after a short start; messages every sender's queue refused "
         "(the sink was full) are not counted, only what `RunState` applied. Every message "
-        "passes `protocol.check_message` and goes through `Sink` → `decode_frame` → "
+        "passes `stream.check_message` and goes through `Sink` → `decode_payload` → "
         "`RunState.accept`, into a running test's sample buffer. CPU is a share of one core.",
         "The target is judged on the smaller of samples/s and samples per sink CPU-second, "
         f"with {SENDERS} senders and the sink sharing the machine's {os.cpu_count()} CPUs.",

@@ -21,10 +21,10 @@ def available() -> bool:
     """Whether this pytest-memstream has a viewer fan-out and a client to attach with."""
     try:
         client = importlib.import_module("pytest_memstream.cli.client")
-        session = importlib.import_module("pytest_memstream.cli.session")
+        session = importlib.import_module("pytest_memstream.session")
     except ImportError:
         return False
-    return hasattr(client, "Viewer") and hasattr(session, "newest_session")
+    return hasattr(client, "Viewer") and hasattr(session, "live_sessions")
 
 
 def _viewer(endpoint: str, secret: bytes) -> Any:
@@ -71,12 +71,13 @@ def follow_run(root: Path, alive: Any, deadline: float) -> Delays:
     viewer as a new ``t/<worker>/<index>`` key (its ``t1`` is the worker's stamp), its
     ``start`` as a worker's ``running`` test with a new index (stamped ``started``).
     """
-    session_module = importlib.import_module("pytest_memstream.cli.session")
+    session_module = importlib.import_module("pytest_memstream.session")
     delays = Delays()
     session = None
     # A condition polled with a deadline: the session file appears in pytest_configure.
     while session is None:
-        session = session_module.newest_session(root, root / ".pytest_cache")
+        sessions = session_module.live_sessions(root, root / ".pytest_cache")
+        session = sessions[0] if sessions else None
         if session is None:
             if not alive() or time.monotonic() > deadline:
                 delays.error = "the run left no session file to attach to"
@@ -111,11 +112,11 @@ def _take(
     for key, value in sets.items():
         if key.startswith("t/") and key not in seen:
             seen.add(key)
-            delays.end.append(now - float(value["t1"]))
+            delays.end.append(now - float(value["finished"]))
         elif key.startswith("w/"):
             test = value.get("running")
-            if test and running.get(key) != test["i"]:
-                running[key] = test["i"]
+            if test and running.get(key) != test["index"]:
+                running[key] = test["index"]
                 delays.start.append(now - float(test["started"]))
             if test:
                 delays.views.append((key[2:], now, int(test["rss"])))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from watching import Project
 
 
 @dataclass
@@ -116,3 +117,10 @@ class TestCaseStyle(unittest.TestCase):
         data = b"u" * (32 * MiB)
         del data
 """
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Iterator[Project]:
+    project = Project(pytester)
+    yield project
+    project.cleanup()

@@ -268,40 +268,71 @@ def test_a_limit_that_cannot_be_checked_fails_and_no_baseline_is_saved(
     run.result.stdout.fnmatch_lines(["*--memstream-fail-on-increase could not check*"])
 
 
-def signed_garbage(pytester: pytest.Pytester) -> None:
+def strangers(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """
-        import json, zmq
-        from pytest_memstream import protocol
+        import json, os, time, pytest, zmq
+        from pytest_memstream import security
+        from pytest_memstream.protocol import stream as wire
 
+        @pytest.hookimpl(wrapper=True)
         def pytest_sessionfinish(session):
-            if hasattr(session.config, "workerinput"):
-                return
+            # Around the controller's own, which takes the report.
+            if not hasattr(session.config, "workerinput"):
+                meet_strangers(session)
+            return (yield)
+
+        def meet_strangers(session):
             directory = session.config.rootpath / ".pytest_cache" / "d" / "memstream"
             (path,) = directory.glob("session-*.json")
             info = json.loads(path.read_text())
+            keys = security.RunKeys(bytes.fromhex(info["secret"]))
+            start = {"k": "start", "t": 1.0, "i": 0, "id": "x::forged", "rss": 1}
             context = zmq.Context()
-            push = context.socket(zmq.PUSH)
-            push.connect(info["endpoint"])
-            start = {"v": protocol.VERSION, "k": "start", "w": "gw0", "q": 10**9, "t": 1.0, "i": 0,
-                     "id": "x::forged", "rss": 1}
-            # No MAC, a wrong secret, the right secret for a stranger.
-            push.send_multipart([protocol.pack([start])])
-            push.send_multipart(protocol.encode_frame(b"wrong" * 8, [start]))
-            stranger = dict(start, w="gw99")
-            push.send_multipart(protocol.encode_frame(bytes.fromhex(info["secret"]), [stranger]))
-            push.close(linger=2000)
+            sockets = []
+
+            def peer(client_key, worker):
+                push = context.socket(zmq.PUSH)
+                if client_key is not None:
+                    security.connect_as(push, keys.server.public, client_key)
+                push.connect(info["endpoint"])
+                packed = [wire.pack_message(start)]
+                for first in range(3):  # a peer tries more than once
+                    push.send_multipart(wire.frame(worker, 10**6 + first, 0, packed))
+                sockets.append(push)
+
+            peer(None, "gw0")  # no CURVE at all
+            peer(os.urandom(32), "gw0")  # a key of no run
+            peer(keys.worker("gw99"), "gw99")  # a worker this run never started
+            peer(keys.worker("gw0"), "gw1")  # gw0's key, speaking for gw1
+            controller = session.config.pluginmanager.get_plugin("memstream-controller")
+            state, deadline = controller.state, time.monotonic() + 30
+            expected = {"refused": 2, "identity": 3, "handshake": 1}
+            while any(state.rejects[k] < n for k, n in expected.items()):
+                assert time.monotonic() < deadline, dict(state.rejects)
+                time.sleep(0.01)
+            for push in sockets:
+                push.close(linger=0)
             context.term()
         """
     )
 
 
-def test_strangers_are_rejected(pytester: pytest.Pytester, run_memstream: RunMemstream) -> None:
+def test_strangers_are_refused_and_counted_once(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
     pytester.makepyfile(test_a="def test_a():\n    pass\n")
-    signed_garbage(pytester)
+    strangers(pytester)
     run = run_memstream("-n", "2", "-v")
     assert run.result.ret == pytest.ExitCode.OK
     assert [t["nodeid"] for t in run.report["tests"]] == ["test_a.py::test_a"]
+    # Each refused key once, whatever its retries; gw0's frames as gw1, three.
+    rejected = run.report["run"]["rejected"]
+    assert rejected["refused"] == 2
+    assert rejected["identity"] == 3
+    assert rejected["handshake"] >= 1
+    assert "replay" not in rejected and "schema" not in rejected
+    assert {w["id"]: w["lost"] for w in run.report["workers"]} == {"gw0": 0, "gw1": 0}
 
 
 def start_blocked_run(pytester: pytest.Pytester, *args: str) -> tuple[subprocess.Popen[str], Path]:
@@ -371,3 +402,51 @@ def test_exitfirst_reports_what_ran(pytester: pytest.Pytester, run_memstream: Ru
     assert run.report["run"]["complete"] is False
     assert "stopping after 1 failures" in run.report["run"]["stopped"]
     run.result.stdout.fnmatch_lines(["memstream: 2 tests on 1 worker, *INCOMPLETE run*"])
+
+
+FORGER = """
+import pytest, zmq
+from pytest_memstream import security
+from pytest_memstream.protocol import stream as wire
+
+SOCKETS = []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure_node(node):
+    # Before gw0 has even started: frames with its key and numbers of its stream's
+    # future (or none it ever reaches), holding nothing a check lets through.
+    if node.gateway.id != "gw0":
+        return
+    controller = node.config.pluginmanager.get_plugin("memstream-controller")
+    keys = controller.keys
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    security.connect_as(push, keys.server.public, keys.worker("gw0"))
+    push.connect(controller.starter.endpoint)
+    junk = [wire.pack_message({"k": "start", "t": 1.0})]
+    for first in (2**52, 10**5, 3):
+        push.send_multipart(wire.frame("gw0", first, 0, junk))
+    SOCKETS.append(push)
+"""
+
+
+def test_forged_sequence_numbers_neither_lock_a_worker_out_nor_inflate_its_loss(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makeconftest(FORGER)
+    pytester.makepyfile(LOSSY_TESTS)
+    run = run_memstream("-n", "2", "--dist=loadgroup", "-v")
+    assert run.result.ret == pytest.ExitCode.OK
+    rejected = run.report["run"]["rejected"]
+    # 2**52 is a jump no worker makes; the frame at 3 took only its own number, and
+    # gw0's real message 3 was refused as a replay of it.
+    assert rejected["sequence"] == 1
+    assert rejected["schema"] == 2
+    assert rejected["replay"] == 1
+    gw0 = next(w for w in run.report["workers"] if w["id"] == "gw0")
+    assert gw0["pid"] > 0  # its hello, message 0, came through
+    assert gw0["lost"] == 0  # the gap up to 10**5 is not its loss: it never sent those
+    assert gw0["status"] in ("complete", "recovered")
+    assert len(run.report["tests"]) == 60
+    streamed = [t for t in run.report["tests"] if t["worker"] == "gw0"]
+    assert streamed and sum(t["source"] == "stream" for t in streamed) >= len(streamed) - 1

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
+from streams import HELLO, send, worker_socket
 
-from pytest_memstream import protocol
 from pytest_memstream.collector.listen import listen
 from pytest_memstream.collector.sink import Sink
 from pytest_memstream.plugin.controller import SinkStarter
+from pytest_memstream.security import RunKeys
 
 
 def no_alarm(sink: Sink) -> None:
@@ -54,7 +55,7 @@ def test_an_address_in_use_is_a_clear_usage_error() -> None:
         with pytest.raises(
             pytest.UsageError, match=rf"cannot bind the sink to 'tcp://127.0.0.1:{port}'"
         ):
-            SinkStarter(protocol.new_secret(), f"tcp://127.0.0.1:{port}", no_alarm)
+            SinkStarter(RunKeys(os.urandom(32)), f"tcp://127.0.0.1:{port}", no_alarm)
     finally:
         taken.close()
 
@@ -62,27 +63,14 @@ def test_an_address_in_use_is_a_clear_usage_error() -> None:
 def test_a_worker_that_connects_before_the_sink_exists_is_heard(
     context: zmq.Context[zmq.Socket[bytes]],
 ) -> None:
-    secret = protocol.new_secret()
-    starter = SinkStarter(secret, "tcp://127.0.0.1", no_alarm)
+    keys = RunKeys(os.urandom(32))
+    starter = SinkStarter(keys, "tcp://127.0.0.1", no_alarm)
     # The worker side may connect and send at once: the kernel holds the connection
     # until ZeroMQ, on the starter's thread, adopts the listening socket.
-    push = context.socket(zmq.PUSH)
-    push.connect(starter.endpoint)
-    hello = {
-        "v": protocol.VERSION,
-        "k": "hello",
-        "w": "gw0",
-        "q": 0,
-        "t": 1.0,
-        "pid": 1,
-        "method": "hwm",
-        "interval": 0.1,
-        "rss": 1,
-        "platform": "linux",
-    }
+    starter.expect("gw0")  # as the controller does before it starts a worker
+    push = worker_socket(context, starter.endpoint, keys, "gw0")
     sink = starter.sink()
-    sink.state.expect("gw0")
-    push.send_multipart(protocol.encode_frame(secret, [hello]))
+    send(push, "gw0", 0, [HELLO])
     assert sink.endpoint == starter.endpoint
     assert sink.viewer_endpoints == starter.viewer_endpoints
     assert sink.state.wait_drained("gw0", 0, quiet=10.0, timeout=10.0)
@@ -92,7 +80,7 @@ def test_a_worker_that_connects_before_the_sink_exists_is_heard(
 
 
 def test_a_host_name_makes_the_sink_at_once() -> None:
-    starter = SinkStarter(protocol.new_secret(), "tcp://localhost", no_alarm)
+    starter = SinkStarter(RunKeys(os.urandom(32)), "tcp://localhost", no_alarm)
     sink = starter.sink()
     assert starter.endpoint == sink.endpoint
     assert starter.endpoint.startswith("tcp://127.0.0.1:") or starter.endpoint.startswith(
@@ -110,7 +98,7 @@ def test_a_sink_that_cannot_start_is_named_when_it_is_needed(
         raise RuntimeError("no USE_FD here")
 
     monkeypatch.setattr(Sink, "__init__", broken)
-    starter = SinkStarter(protocol.new_secret(), "tcp://127.0.0.1", no_alarm)
+    starter = SinkStarter(RunKeys(os.urandom(32)), "tcp://127.0.0.1", no_alarm)
     with pytest.raises(pytest.UsageError, match=r"the sink could not start: .*no USE_FD here"):
         starter.sink()
     assert starter.started() is None
@@ -122,7 +110,7 @@ def test_viewer_sockets_that_fail_after_one_bind_cost_only_the_viewers(
     # The snapshot socket has adopted its descriptor when the updates socket fails:
     # closing that descriptor a second time would abort the process inside libzmq.
     monkeypatch.setattr(zmq, "XPUB_VERBOSER", 9999)  # an option ZeroMQ rejects
-    starter = SinkStarter(protocol.new_secret(), "tcp://127.0.0.1", no_alarm)
+    starter = SinkStarter(RunKeys(os.urandom(32)), "tcp://127.0.0.1", no_alarm)
     sink = starter.sink()
     assert sink.fanout is None
     assert "cannot bind the viewer sockets" in sink.viewer_problem
@@ -134,7 +122,7 @@ def test_viewer_sockets_that_fail_after_one_bind_cost_only_the_viewers(
 def test_a_sink_never_started_is_not_built_to_be_stopped() -> None:
     # A run that ends before its test loop (a usage error, --help with addopts): the
     # controller gives its sockets back instead of importing ZeroMQ to close them.
-    starter = SinkStarter(protocol.new_secret(), "tcp://127.0.0.1", no_alarm)
+    starter = SinkStarter(RunKeys(os.urandom(32)), "tcp://127.0.0.1", no_alarm)
     host, port = starter.endpoint[len("tcp://") :].rsplit(":", 1)
     assert starter.started() is None
     with pytest.raises(ConnectionRefusedError):

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from pytest_memstream import protocol
 from pytest_memstream.collector import report
 from pytest_memstream.collector.report import (
     Snapshot,
@@ -21,43 +20,49 @@ from pytest_memstream.collector.report import (
 from pytest_memstream.collector.state import RunState, walk_phases
 from pytest_memstream.collector.state import TestRecord as Record
 from pytest_memstream.plugin.probe import SampledPeak
+from pytest_memstream.protocol import PHASES
+from pytest_memstream.protocol import stream as wire
 
 MiB = 1 << 20
 
 
 class Worker:
-    """Builds one worker's messages with consecutive sequence numbers."""
+    """Builds one worker's messages, and frames them with consecutive sequence numbers."""
 
     def __init__(self, worker: str = "gw0") -> None:
         self.worker = worker
         self.seq = 0
+        self.clock = 1000.0
         self.ends: list[list[Any]] = []
 
     def msg(self, kind: str, **fields: Any) -> dict[str, Any]:
-        message = {"v": protocol.VERSION, "k": kind, "w": self.worker, "q": self.seq}
-        message["t"] = 1000.0 + self.seq
-        self.seq += 1
-        return {**message, **fields}
+        self.clock += 1
+        return {"k": kind, "t": self.clock, **fields}
 
     def test(self, index: int, growth: int = 0) -> list[Any]:
         start = 100 * MiB
         begin = self.msg("start", i=index, id=f"t.py::test_{index}", rss=start)
         phases = {"setup": (start, start, start, 0.0), "call": (start, start, start + growth, 0.1)}
-        end = protocol.end_message(
-            self.worker, 1000.0 + self.seq, index, f"t.py::test_{index}", "passed", "hwm", 1000.0,
-            phases,
-        )  # fmt: skip
+        self.clock += 1
+        end = wire.end_message(
+            self.clock, index, f"t.py::test_{index}", "passed", "hwm", 1000.0, phases
+        )
         self.ends.append(end)
-        end = [*end[:-1], self.seq]
-        self.seq += 1
         return [begin, end]
+
+    def frame(self, batch: list[Any], dropped: int = 0) -> tuple[wire.Header, list[Any]]:
+        """``batch`` as a frame of this worker, numbered after the last one."""
+        header = wire.Header(self.worker, self.seq, len(batch), dropped)
+        self.seq += len(batch)
+        return header, batch
 
     def fallback(self) -> dict[str, Any]:
         return {
-            "records": b"".join(protocol.pack(e) for e in self.ends),
+            "records": b"".join(wire.pack_message(e) for e in self.ends),
             "sent": self.seq,
             "dropped": 0,
             "last_seq": self.seq - 1,
+            "tests": len(self.ends),
         }
 
 
@@ -66,9 +71,10 @@ def test_gaps_are_counted_and_recovered_from_the_fallback() -> None:
     state.expect("gw0")
     batches = [w.test(i, growth=i * MiB) for i in range(5)]
     for i, batch in enumerate(batches):
+        frame = w.frame(batch)
         if i != 2:  # the frame with test 2 is lost on the way
-            state.accept(batch)
-    assert state.workers["gw0"].gaps == 2
+            state.accept(*frame)
+    assert state.workers["gw0"].lost == 2
     assert ("gw0", 2) not in state.tests
     state.finish_worker("gw0", w.fallback(), None)
     worker = state.workers["gw0"]
@@ -83,21 +89,22 @@ def test_gaps_are_counted_and_recovered_from_the_fallback() -> None:
 def test_a_lost_tail_counts_as_lost() -> None:
     state, w = RunState(), Worker()
     state.expect("gw0")
-    state.accept(w.test(0))
-    w.test(1)  # never arrives
+    state.accept(*w.frame(w.test(0)))
+    w.frame(w.test(1))  # never arrives
     state.finish_worker("gw0", w.fallback(), None)
-    assert state.workers["gw0"].gaps == 2
+    assert state.workers["gw0"].lost == 2
     assert state.workers["gw0"].recovered == 1
 
 
 def test_replays_and_strangers_are_rejected() -> None:
     state, w = RunState(), Worker()
     state.expect("gw0")
-    batch = w.test(0)
-    state.accept(batch)
-    state.accept(batch)  # replayed
-    state.accept(Worker("gw7").test(0))  # a worker the controller never started
-    assert state.rejects == {"replay": 2, "unknown-worker": 2}
+    frame = w.frame(w.test(0))
+    state.accept(*frame)
+    state.accept(*frame)  # replayed
+    stranger = Worker("gw7")
+    state.accept(*stranger.frame(stranger.test(0)))  # a worker the controller never started
+    assert state.rejects == {"replay": 1, "unknown-worker": 1}
     assert len(state.tests) == 1
     assert state.workers["gw0"].received == 2
 
@@ -106,18 +113,18 @@ def test_bad_messages_in_a_good_frame_are_counted_alone() -> None:
     state, w = RunState(), Worker()
     state.expect("gw0")
     good = w.test(0)
-    state.accept([good[0], {"v": 9}, "junk", good[1]])
-    assert state.rejects == {"version": 1, "schema": 1}
+    state.accept(*w.frame([good[0], {"k": "later"}, "junk", good[1]]))
+    assert state.rejects == {"schema": 2}
     assert ("gw0", 0) in state.tests
 
 
 def test_a_crashed_worker_keeps_its_finished_tests_and_names_the_running_one() -> None:
     state, w = RunState(), Worker()
     state.expect("gw0")
-    state.accept(w.test(0, growth=5 * MiB))
-    state.accept([w.msg("start", i=1, id="t.py::test_hungry", rss=100 * MiB)])
+    state.accept(*w.frame(w.test(0, growth=5 * MiB)))
+    state.accept(*w.frame([w.msg("start", i=1, id="t.py::test_hungry", rss=100 * MiB)]))
     samples = [[2000.0 + s, (100 + 50 * s) * MiB] for s in range(5)]
-    state.accept([w.msg("sample", i=1, ph="call", s=samples)])
+    state.accept(*w.frame([w.msg("sample", i=1, ph="call", s=samples)]))
     state.finish_worker("gw0", None, "Not properly terminated")
     worker = state.workers["gw0"]
     assert worker.status == "crashed"
@@ -161,8 +168,8 @@ def test_a_summary_only_report_prints_what_the_whole_one_does(sort: str, top: in
         w = Worker(worker)
         state.expect(worker)
         for i in range(40):
-            state.accept(w.test(i, growth=(i % 7) * MiB))  # many ties
-        state.accept([w.msg("start", i=40, id="t.py::test_dies", rss=100 * MiB)])
+            state.accept(*w.frame(w.test(i, growth=(i % 7) * MiB)))  # many ties
+        state.accept(*w.frame([w.msg("start", i=40, id="t.py::test_dies", rss=100 * MiB)]))
         state.finish_worker(worker, None, "crashed")
     run = {"started": 1000.0, "duration": 1.0, "complete": True}
     whole = build_report(state, run)
@@ -196,7 +203,7 @@ def test_the_json_file_is_the_whole_document_byte_for_byte(
     for worker in workers:
         state.expect(worker)
     for i, nodeid in enumerate(nodeids):
-        for n, (name, w) in enumerate(workers.items()):
+        for n, w in enumerate(workers.values()):
             start = (100 + i) * MiB + n * 4096
             phases: dict[str, tuple[int, int, int, float]] = {
                 "setup": (start, start + 8192, start + 12288, 0.000123),
@@ -206,20 +213,18 @@ def test_the_json_file_is_the_whole_document_byte_for_byte(
             if i == 1:
                 del phases["call"]  # a skipped test
             outcome = ("passed", "skipped", "failed", "error", "passed")[i]
-            end = protocol.end_message(
-                name, 1000.5 + i, i, nodeid, outcome, "hwm", 1000.0 + i / 3, phases
-            )
-            state.accept([w.msg("start", i=i, id=nodeid, rss=start), [*end[:-1], w.seq]])
-            w.seq += 1
+            end = wire.end_message(1000.5 + i, i, nodeid, outcome, "hwm", 1000.0 + i / 3, phases)
+            state.accept(*w.frame([w.msg("start", i=i, id=nodeid, rss=start), end]))
             w.ends.append(end)
     lost = Worker("gw2")
     state.expect("gw2")
     lost.test(0, growth=3 * MiB)  # never streamed: filled in from the fallback
     state.finish_worker("gw2", lost.fallback() | {"tests": 1}, None)
     dying = workers["gw1"]
-    state.accept([dying.msg("start", i=9, id="t.py::test_dies", rss=100 * MiB, lim=[1, "peak"])])
+    begin = dying.msg("start", i=9, id="t.py::test_dies", rss=100 * MiB, lim=[1, "peak"])
+    state.accept(*dying.frame([begin]))
     samples = [[2000.0 + s / 7, (100 + 50 * s) * MiB] for s in range(5)]
-    state.accept([dying.msg("sample", i=9, ph="call", s=samples)])
+    state.accept(*dying.frame([dying.msg("sample", i=9, ph="call", s=samples)]))
     state.finish_worker("gw1", None, "Not properly terminated")
     state.finish_worker("gw10", None, "crashed")
     state.note_crashed_test("gw10", "t.py::test_named_by_xdist")
@@ -244,7 +249,8 @@ def test_a_worker_not_down_when_the_run_ends_is_incomplete_even_if_never_heard()
     state, w = RunState(), Worker("gw0")
     state.expect("gw0")
     state.expect("gw1")
-    state.accept([w.msg("hello", pid=1, method="hwm", interval=0.1, rss=MiB, platform="linux")])
+    state.accept(*w.frame([w.msg("hello", pid=1, method="hwm", interval=0.1, rss=MiB,
+                                  platform="linux")]))  # fmt: skip
     state.settle_unfinished()
     assert {w.id: (w.status, w.error) for w in state.workers.values()} == {
         "gw0": ("incomplete", "no workeroutput"),
@@ -272,7 +278,7 @@ def test_a_tests_figures_are_the_same_with_three_phases_or_fewer(
     start = 100 * MiB
     figures: dict[str, Sequence[Any]] = {
         name: [start, start + 2 * MiB * n, peak * MiB, 0.1]
-        for n, (name, peak) in enumerate(zip(protocol.PHASES, peaks, strict=True), start=1)
+        for n, (name, peak) in enumerate(zip(PHASES, peaks, strict=True), start=1)
     }
     three = Record("t::x", "gw0", 0, "passed", "hwm", "stream", figures, 1.0, 2.0)
     # The general path, on the same test without its teardown.

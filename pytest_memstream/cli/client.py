@@ -24,7 +24,9 @@ from typing import Any
 
 import zmq
 
-from pytest_memstream import protocol
+from pytest_memstream import security
+from pytest_memstream.protocol import ProtocolError
+from pytest_memstream.protocol import viewer as wire
 
 #: How long to wait for the snapshot endpoint to answer before asking again.
 ASK_AGAIN = 1.0
@@ -40,6 +42,15 @@ RECEIVE_HWM = 1000
 
 class ViewerError(RuntimeError):
     """Cannot attach: nothing answers, or the run does not accept our secret."""
+
+
+#: What the viewer's side of a refused CURVE handshake looks like: a wrong secret
+#: gives a server key the sink cannot decrypt with, a refused key a ZAP error.
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 @dataclass
@@ -124,7 +135,7 @@ class Viewer:
 
     def __init__(self, endpoint: str, secret: bytes, wait: bool = False) -> None:
         self.endpoint = endpoint
-        self.secret = secret
+        self.keys = security.RunKeys(secret)
         #: Keep asking while nothing answers, instead of giving up after ``timeout``.
         self.wait = wait
         self.mirror = Mirror()
@@ -133,10 +144,16 @@ class Viewer:
         self.received = 0
         self._context = zmq.Context()
         self._dealer = self._socket(zmq.DEALER)
-        self._dealer.connect(endpoint)
+        self._refusals = self._dealer.get_monitor_socket(HANDSHAKE_FAILED)
+        try:
+            self._dealer.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ViewerError(f"cannot connect to {endpoint!r}: {exc}") from None
         self._sub: zmq.Socket[bytes] | None = None
         self._poller = zmq.Poller()
         self._poller.register(self._dealer, zmq.POLLIN)
+        self._poller.register(self._refusals, zmq.POLLIN)
         # Where we are: "hello" -> "subscribe" -> "sync" -> "live" -> "done".
         self.phase = "hello"
         self._nonce = b""
@@ -151,7 +168,8 @@ class Viewer:
     def _socket(self, kind: int) -> zmq.Socket[bytes]:
         socket = self._context.socket(kind)
         socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_VIEW_FRAME + 1024)
+        socket.setsockopt(zmq.MAXMSGSIZE, wire.MAX_FRAME + 1024)
+        security.connect_as(socket, self.keys.server.public, self.keys.viewer.secret)
         return socket
 
     def close(self) -> None:
@@ -172,6 +190,11 @@ class Viewer:
         ready = {fd for fd in fds if fd in polled}
         if self.phase == "done":
             return events, ready
+        if self._refusals in polled:
+            raise ViewerError(
+                f"the run at {self.endpoint} refused our key: wrong secret "
+                "(or another run took that port)"
+            )
         if self._dealer in polled:
             self._read_replies(events)
         if self._sub is not None and self._sub in polled:
@@ -185,9 +208,9 @@ class Viewer:
         self._nonce = os.urandom(16)
         self._asked = time.monotonic()
         self._parts = {}
-        frames = protocol.encode_viewer(self.secret, kind, {"nonce": self._nonce})
+        message = wire.encode(kind, {"nonce": self._nonce})
         with contextlib.suppress(zmq.Again):  # not connected yet: asked again later
-            self._dealer.send_multipart(frames, flags=zmq.NOBLOCK)
+            self._dealer.send(message, flags=zmq.NOBLOCK)
 
     def _read_replies(self, events: list[Event]) -> None:
         while True:
@@ -196,22 +219,13 @@ class Viewer:
             except zmq.Again:
                 return
             try:
-                reply = protocol.decode_viewer(
-                    self.secret, frames, frozenset({"welcome", "snap", "error"})
-                )
-            except protocol.ProtocolError as exc:
-                if exc.reason == "auth":
-                    raise ViewerError(
-                        f"wrong secret: the run at {self.endpoint} does not accept it "
-                        "(or another run took that port)"
-                    ) from None
+                if len(frames) != 1:
+                    raise ProtocolError("frame", f"{len(frames)} parts, expected 1")
+                reply = wire.decode(frames[0], frozenset({"welcome", "snap", "error"}))
+            except ProtocolError as exc:
                 raise ViewerError(f"{self.endpoint} sent something unreadable: {exc}") from None
             if reply["k"] == "error":
-                reason = reply["reason"]
-                raise ViewerError(
-                    f"{self.endpoint} refused us ({reason})"
-                    + (": wrong secret" if reason == "auth" else "")
-                )
+                raise ViewerError(f"{self.endpoint} refused our request ({reply['reason']})")
             if reply["nonce"] != self._nonce:
                 continue  # the answer to a request we have given up on
             if reply["k"] == "welcome":
@@ -268,9 +282,11 @@ class Viewer:
             except zmq.Again:
                 return
             try:
-                message = protocol.decode_viewer(self.secret, frames, frozenset({"update", "beat"}))
-            except protocol.ProtocolError:
-                continue  # not from our run (or damaged): never shown
+                if len(frames) != 1:
+                    raise ProtocolError("frame", f"{len(frames)} parts, expected 1")
+                message = wire.decode(frames[0], frozenset({"update", "beat"}))
+            except ProtocolError:
+                continue  # damaged, or from a newer version: never shown
             self.received += 1
             self._heard = time.monotonic()
             seq, kind = message["seq"], message["k"]
@@ -320,6 +336,7 @@ class Viewer:
         """Nothing more to hear: stop listening, so that ``poll()`` waits for ``fds`` only."""
         self.phase = "done"
         self._poller.unregister(self._dealer)
+        self._poller.unregister(self._refusals)
         if self._sub is not None:
             self._poller.unregister(self._sub)
 
@@ -346,8 +363,8 @@ class Viewer:
                 # Quiet: ask the snapshot endpoint whether the run is still there.
                 self._probe_sent = now
                 nonce, self._nonce = self._nonce, os.urandom(16)
-                frames = protocol.encode_viewer(self.secret, "hello", {"nonce": self._nonce})
+                message = wire.encode("hello", {"nonce": self._nonce})
                 try:
-                    self._dealer.send_multipart(frames, flags=zmq.NOBLOCK)
+                    self._dealer.send(message, flags=zmq.NOBLOCK)
                 except zmq.Again:
                     self._nonce = nonce

@@ -20,7 +20,7 @@ from pytest_memstream.cli.client import Mirror
 from pytest_memstream.sizes import format_size
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
-SORT_FIELDS = {"growth": "growth", "peak": "peak", "kept": "kept"}
+SORT_FIELDS = {"growth": "growth", "peak": "peak_rss", "kept": "kept"}
 
 
 @dataclass
@@ -103,8 +103,8 @@ def workers_table(mirror: Mirror, width: int) -> Table:
                 running["phase"],
                 format_size(running["rss"]),
                 Text(format_size(growth, signed=True), style="yellow" if growth > 0 else ""),
-                Text(sparkline(running["spark"], spark_width), style="cyan"),
-                shorten(running["id"], room),
+                Text(sparkline(running["recent_rss"], spark_width), style="cyan"),
+                shorten(running["nodeid"], room),
             )
         elif worker["status"] == "crashed":
             table.add_row(
@@ -113,7 +113,7 @@ def workers_table(mirror: Mirror, width: int) -> Table:
                 format_size(worker["max_rss"]),
                 "",
                 "",
-                Text(shorten(worker["crashed"] or worker["error"], room), style="red"),
+                Text(shorten(worker["crashed_test"] or worker["error"], room), style="red"),
             )
         else:
             table.add_row(
@@ -139,7 +139,7 @@ def _natural(worker_id: str) -> tuple[str, int]:
 
 def top_tests(mirror: Mirror, sort: str, count: int) -> list[dict[str, Any]]:
     key = SORT_FIELDS[sort]
-    return sorted(mirror.tests(), key=lambda t: t[key], reverse=True)[: max(0, count)]
+    return sorted(mirror.tests(), key=lambda t: t[key] or 0, reverse=True)[: max(0, count)]
 
 
 def top_table(mirror: Mirror, sort: str, count: int, width: int) -> Table:
@@ -151,15 +151,17 @@ def top_table(mirror: Mirror, sort: str, count: int, width: int) -> Table:
     table.add_column("worker", no_wrap=True, min_width=6)
     table.add_column("test", no_wrap=True, overflow="ellipsis", ratio=1)
     for test in top_tests(mirror, sort, count):
-        mark = "" if test["o"] == "passed" else f" [{test['o']}]"
+        outcome = test["outcome"]
+        mark = "" if outcome == "passed" else f" [{outcome}]"
+        kept = test["kept"]
         table.add_row(
             format_size(test["growth"], signed=True),
-            format_size(test["peak"]),
-            format_size(test["kept"], signed=True),
-            test["w"],
+            format_size(test["peak_rss"]),
+            "" if kept is None else format_size(kept, signed=True),
+            test["worker"],
             Text(
-                shorten(test["id"], room - len(mark)) + mark,
-                style="red" if test["o"] in ("crashed", "failed") else "",
+                shorten(test["nodeid"], room - len(mark)) + mark,
+                style="red" if outcome in ("crashed", "failed") else "",
             ),
         )
     return table
@@ -169,7 +171,7 @@ def crash_lines(mirror: Mirror) -> list[Text]:
     lines = []
     for worker_id, worker in sorted(mirror.workers().items()):
         if worker["status"] == "crashed":
-            test = worker["crashed"] or "an unknown test"
+            test = worker["crashed_test"] or "an unknown test"
             error = f": {worker['error']}" if worker["error"] else ""
             lines.append(Text(f"{worker_id} crashed while running {test}{error}", style="red"))
     return lines

@@ -37,9 +37,11 @@ from typing import Any
 
 import zmq
 
-from pytest_memstream import protocol
+from pytest_memstream import security
 from pytest_memstream.collector.listen import Listener, viewer_binds
 from pytest_memstream.collector.state import RunState, TestRecord, WorkerState
+from pytest_memstream.protocol import ProtocolError
+from pytest_memstream.protocol import viewer as wire
 
 #: Shortest time between two updates: viewers redraw a few times a second.
 PUBLISH_EVERY = 0.05
@@ -56,7 +58,7 @@ SNAPSHOT_HWM = 2000
 FINAL_LINGER_MS = 200
 #: Requests and subscriptions read per wake-up, so that a flood cannot starve the stream.
 READ_PER_WAKE = 64
-#: Rough bytes per update or snapshot part, far below ``protocol.MAX_VIEW_FRAME``.
+#: Rough bytes per update or snapshot part, far below ``wire.MAX_FRAME``.
 PART_BYTES = 256 << 10
 
 TestKey = tuple[str, int]
@@ -71,65 +73,65 @@ def worker_view(worker: WorkerState) -> dict[str, Any]:
     view: dict[str, Any] = {
         "status": worker.status,
         "pid": worker.pid,
-        "method": worker.method,
+        "peak_method": worker.method,
         "messages": worker.received,
         "lost": worker.lost,
         "dropped": worker.dropped,
         "recovered": worker.recovered,
         "unrecoverable": worker.unrecoverable,
         "max_rss": worker.max_rss,
-        "crashed": worker.crashed,
+        "crashed_test": worker.crashed,
         "error": worker.error[:4096],
         "running": None,
     }
     if running is not None:
         recent = itertools.islice(
-            running.samples, max(0, len(running.samples) - protocol.SPARK_SAMPLES), None
+            running.samples, max(0, len(running.samples) - wire.RECENT_SAMPLES), None
         )
         view["running"] = {
-            "i": running.index,
-            "id": running.nodeid,
+            "index": running.index,
+            "nodeid": running.nodeid,
             "phase": running.phase,
             "started": running.started,
             "rss_start": running.rss_start,
             "rss": running.rss,
-            "peak": running.peak,
-            "rate": running.climb_rate(),
-            "spark": [rss for _, rss in recent],
+            "peak_rss": running.peak,
+            "climb_rate": running.climb_rate(),
+            "recent_rss": [rss for _, rss in recent],
         }
     return view
 
 
 def test_view(record: TestRecord) -> dict[str, Any]:
     return {
-        "id": record.nodeid,
-        "w": record.worker,
-        "i": record.index,
-        "o": record.outcome,
+        "nodeid": record.nodeid,
+        "worker": record.worker,
+        "index": record.index,
+        "outcome": record.outcome,
         "rss_start": record.rss_start,
-        "peak": record.peak_rss,
+        "peak_rss": record.peak_rss,
         "rss_end": record.rss_end,
         "growth": record.growth,
         "kept": record.kept,
-        "phase": record.peak_phase,
-        "m": record.method,
-        "src": record.source,
-        "t0": record.started,
-        "t1": record.finished,
+        "peak_phase": record.peak_phase,
+        "peak_method": record.method,
+        "source": record.source,
+        "started": record.started,
+        "finished": record.finished,
     }
 
 
 def _size_hint(key: str, value: dict[str, Any]) -> int:
     """Roughly how many bytes ``key -> value`` packs to (names may be 4 bytes a character)."""
     if key[0] == "t":
-        return 160 + 4 * len(value["id"])
+        return 256 + 4 * len(value["nodeid"])
     if key[0] == "w":
         running = value["running"]
         return (
             1024
-            + 4 * len(value["crashed"])
+            + 4 * len(value["crashed_test"])
             + len(value["error"])
-            + (0 if running is None else 4 * len(running["id"]))
+            + (0 if running is None else 4 * len(running["nodeid"]))
         )
     return 256
 
@@ -140,7 +142,7 @@ def split_sets(sets: Iterable[tuple[str, dict[str, Any]]]) -> Iterator[dict[str,
     size = 0
     for key, value in sets:
         hint = _size_hint(key, value)
-        if part and (size + hint > PART_BYTES or len(part) >= protocol.MAX_SETS):
+        if part and (size + hint > PART_BYTES or len(part) >= wire.MAX_SETS):
             yield part
             part, size = {}, 0
         part[key] = value
@@ -156,16 +158,19 @@ class Fanout:
         self,
         context: zmq.Context[Any],
         state: RunState,
-        secret: bytes,
+        keys: security.RunKeys,
         sink_endpoint: str,
         listeners: tuple[Listener, Listener] | None = None,
     ) -> None:
         """Bind next to ``sink_endpoint``, or adopt ``listeners`` (see listen.py)."""
         self._state = state
-        self._secret = secret
         snapshot_bind, updates_bind = viewer_binds(sink_endpoint)
         self._router = context.socket(zmq.ROUTER)
         self._xpub = context.socket(zmq.XPUB)
+        # Only a viewer with the run's key gets through the handshake: no byte of the
+        # run reaches anyone else, on either socket.
+        security.serve(self._router, keys, security.VIEWER)
+        security.serve(self._xpub, keys, security.VIEWER)
         if listeners is not None:
             snapshot_bind, updates_bind = (listener.endpoint for listener in listeners)
             self._router.setsockopt(zmq.USE_FD, listeners[0].fd)
@@ -364,9 +369,11 @@ class Fanout:
                 return
             peer = frames[:1]
             try:
-                request = protocol.decode_viewer(self._secret, frames[1:], protocol.REQUEST_KINDS)
-            except protocol.ProtocolError as exc:
-                reason = exc.reason if exc.reason in protocol.ERROR_REASONS else "request"
+                if len(frames) != 2:
+                    raise ProtocolError("request", f"{len(frames) - 1} parts, expected 1")
+                request = wire.decode(frames[1], wire.REQUEST_KINDS)
+            except ProtocolError as exc:
+                reason = exc.reason if exc.reason in wire.ERROR_REASONS else "request"
                 self.rejects[reason] += 1
                 self._send(self._router, peer, "error", {"nonce": b"", "reason": reason})
                 continue
@@ -413,9 +420,7 @@ class Fanout:
 
     def _send(self, socket: zmq.Socket[Any], head: list[bytes], kind: str, fields: Any) -> None:
         try:
-            socket.send_multipart(
-                head + protocol.encode_viewer(self._secret, kind, fields), flags=zmq.NOBLOCK
-            )
+            socket.send_multipart([*head, wire.encode(kind, fields)], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             # A full queue or a viewer that is gone: it is the viewer's problem, not ours.
             self.dropped += 1

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_memstream import protocol
-from pytest_memstream.protocol import PHASES, Message, ProtocolError
+from pytest_memstream.collector.numbers import Received
+from pytest_memstream.protocol import PHASES, ProtocolError
+from pytest_memstream.protocol import stream as wire
+from pytest_memstream.protocol.stream import Header, Message
 
 #: Recent samples kept per running test: what a crash report and a viewer show.
 SAMPLES_KEPT = 120
@@ -91,9 +93,9 @@ class TestRecord:
         self.kept = end - start
 
     @classmethod
-    def from_end(cls, message: Message, source: str) -> TestRecord:
+    def from_end(cls, worker: str, message: Message, source: str) -> TestRecord:
         m = message  # positional, in field order: a call per test on the sink thread
-        return cls(m["id"], m["w"], m["i"], m["o"], m["m"], source, m["p"], m["t0"], m["t"])
+        return cls(m["id"], worker, m["i"], m["o"], m["m"], source, m["p"], m["t0"], m["t"])
 
 
 @dataclass(slots=True)
@@ -132,10 +134,11 @@ class WorkerState:
     status: str = "expected"
     error: str = ""
     received: int = 0
-    next_seq: int = 0
-    #: Messages missing by sequence number; ``dropped`` are those the worker's own
-    #: queue refused (it tells us in ``bye`` or ``workeroutput``).
-    gaps: int = 0
+    #: The sequence numbers received (see collector/numbers.py).
+    numbers: Received = field(default_factory=Received)
+    #: Messages the worker sent that the sink never accepted; ``dropped`` are those the
+    #: worker's own queue refused (frame headers say so, and ``workeroutput`` at the end).
+    lost: int = 0
     dropped: int = 0
     sent: int = 0
     recovered: int = 0
@@ -155,11 +158,6 @@ class WorkerState:
     last_index: int = -1
     #: Tests that started but whose end never arrived (index -> nodeid).
     unfinished: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def lost(self) -> int:
-        """Messages the worker sent that the sink never accepted."""
-        return self.gaps
 
 
 class RunState:
@@ -181,45 +179,52 @@ class RunState:
         with self.cond:
             self.workers.setdefault(worker, WorkerState(worker, heard=time.monotonic()))
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: str, count: int = 1) -> None:
         with self.cond:
-            self.rejects[reason] += 1
+            self.rejects[reason] += count
 
-    def accept(self, batch: list[Any]) -> None:
-        """Apply one authenticated frame's messages, each checked on its own."""
+    def accept(self, header: Header, batch: list[Any]) -> None:
+        """Apply one frame's messages, each checked on its own."""
         with self.cond:
             self.frames += 1
-            now = time.monotonic()
+            worker = self.workers.get(header.worker)
+            if worker is None:
+                self.rejects["unknown-worker"] += 1
+                return
+            if worker.status not in ("expected", "running"):
+                # It went down and was settled: nothing it sent is still on its way.
+                self.rejects["late"] += 1
+                return
+            numbers = worker.numbers
+            parts = numbers.claim(header.first, header.messages, header.dropped)
+            if isinstance(parts, str):
+                self.rejects[parts] += 1
+                return
+            worker.lost = numbers.lost()
+            worker.dropped = numbers.dropped()
+            worker.heard = time.monotonic()
+            if len(parts) != 1 or parts[0][1] - parts[0][0] != len(batch):
+                # Some of its numbers were received before: those messages are replays.
+                first = header.first
+                fresh = [raw for n, raw in enumerate(batch) if _within(first + n, parts)]
+                self.rejects["replay"] += len(batch) - len(fresh)
+                batch = fresh
             for raw in batch:
                 try:
-                    message = protocol.check_message(raw)
+                    message = wire.check_message(raw)
                 except ProtocolError as exc:
                     self.rejects[exc.reason] += 1
                     continue
-                self._apply(message, now)
+                worker.received += 1
+                self.messages += 1
+                kind = message["k"]
+                if kind == "end":
+                    self._on_end(worker, message)  # most of a run's messages
+                elif kind == "sample":
+                    self._on_sample(worker, message)  # most of a long test's
+                else:
+                    getattr(self, "_on_" + kind)(worker, message)
             self.cond.notify_all()
-
-    def _apply(self, message: Message, now: float) -> None:
-        worker = self.workers.get(message["w"])
-        if worker is None:
-            self.rejects["unknown-worker"] += 1
-            return
-        seq = message["q"]
-        if seq < worker.next_seq:
-            self.rejects["replay"] += 1
-            return
-        worker.gaps += seq - worker.next_seq
-        worker.next_seq = seq + 1
-        worker.received += 1
-        worker.heard = now
-        self.messages += 1
-        kind = message["k"]
-        if kind == "end":
-            self._on_end(worker, message)  # most of a run's messages
-        elif kind == "sample":
-            self._on_sample(worker, message)  # most of a long test's
-        else:
-            getattr(self, "_on_" + kind)(worker, message)
 
     def _on_hello(self, worker: WorkerState, message: Message) -> None:
         worker.pid = message["pid"]
@@ -264,7 +269,7 @@ class RunState:
                 running.peak = rss
 
     def _on_end(self, worker: WorkerState, message: Message) -> None:
-        record = TestRecord.from_end(message, "stream")
+        record = TestRecord.from_end(worker.id, message, "stream")
         index = record.index
         if index > worker.last_index:
             worker.last_index = index
@@ -304,6 +309,8 @@ class RunState:
         state = self.workers.get(worker)
         if state is None:
             return False
+        if last_seq is not None and last_seq < 0:
+            return True  # it streamed nothing
         deadline = time.monotonic() + timeout
         # Quiet since the worker was last heard from, not since the wait began: when the
         # sink is gone, the workers' waits end together instead of one after the other.
@@ -311,7 +318,7 @@ class RunState:
         grace = min(quiet, 0.2)
         floor = time.monotonic() - (quiet - grace)
         with self.cond:
-            while last_seq is None or state.next_seq <= last_seq:
+            while last_seq is None or not state.numbers.has(last_seq):
                 now = time.monotonic()
                 since = max(state.heard, floor)
                 if now >= deadline or now - since >= quiet:
@@ -330,32 +337,43 @@ class RunState:
         records: list[Message] = []
         problem = ""
         unmeasured = False
+        decoded = False
         with self.cond:
             ended = self.workers[worker].ended if worker in self.workers else -1
         if fallback is not None and fallback.get("error"):
             # The worker could not measure (its recorder never started): nothing to fill.
             problem, fallback, unmeasured = str(fallback["error"])[:500], None, True
+        tests = _whole(fallback, "tests", 0)
         # Decoding every record costs ~12 µs a test: only when the stream missed some.
-        if fallback is not None and fallback.get("tests") != ended:
-            try:
-                records = protocol.decode_records(fallback["records"])
-            except (ProtocolError, KeyError, TypeError) as exc:
-                problem = f"unreadable fallback: {exc}"
+        if fallback is not None and tests != ended:
+            blob = fallback.get("records")
+            if isinstance(blob, bytes):
+                records, _ = wire.decode_records(blob, tests)
+                decoded = True
+            else:
+                problem = "unreadable fallback: it holds no records"
         with self.cond:
             state = self.workers.setdefault(worker, WorkerState(worker))
             if fallback is not None:
-                state.dropped = max(state.dropped, int(fallback.get("dropped", 0)))
-                state.sent = max(state.sent, int(fallback.get("sent", 0)))
-                # Messages at the tail that never arrived are lost too, not only gaps.
-                state.gaps += max(0, int(fallback.get("last_seq", -1)) + 1 - state.next_seq)
-                state.next_seq = max(state.next_seq, int(fallback.get("last_seq", -1)) + 1)
+                # The worker's own counts, over whatever frames said.
+                last = _whole(fallback, "last_seq", -1)
+                state.dropped = _whole(fallback, "dropped", state.dropped)
+                state.sent = _whole(fallback, "sent", state.sent)
+                received = state.numbers.received_upto(last)
+                state.lost = max(0, last + 1 - state.dropped - received)
             for message in records:
                 key = (worker, message["i"])
                 if key not in self.tests:
-                    self.tests[key] = TestRecord.from_end(message, "fallback")
+                    self.tests[key] = TestRecord.from_end(worker, message, "fallback")
                     state.recovered += 1
                     state.last_index = max(state.last_index, message["i"])
                 state.unfinished.pop(message["i"], None)
+            state.unrecoverable = len(state.unfinished)
+            if decoded:
+                # Tests the worker ended whose record neither the stream nor a readable
+                # fallback record brought.
+                missing = tests - state.ended - state.recovered
+                state.unrecoverable = max(state.unrecoverable, missing)
             if error is not None:
                 state.status, state.error = "crashed", error
                 self._record_crash(state)
@@ -363,7 +381,6 @@ class RunState:
                 state.status, state.error = "incomplete", problem or "no workeroutput"
             else:
                 state.status = "recovered" if state.recovered else "complete"
-            state.unrecoverable = len(state.unfinished)
             state.unmeasured = state.unmeasured or unmeasured
             self.cond.notify_all()
 
@@ -427,3 +444,13 @@ class RunState:
             )
             state.crashed = nodeid
             state.status = "crashed"
+
+
+def _whole(fallback: dict[str, Any] | None, name: str, default: int) -> int:
+    """A whole number from a worker's ``workeroutput``, or ``default``."""
+    value = None if fallback is None else fallback.get(name)
+    return value if type(value) is int and value >= -1 else default
+
+
+def _within(seq: int, parts: list[tuple[int, int]]) -> bool:
+    return any(start <= seq < end for start, end in parts)

@@ -52,9 +52,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.add_cleanup(lines.close)
         config.pluginmanager.register(lines, "memstream-terminal-lines")
         alarm = functools.partial(_add_alarm, settings.warn, lines)
-    secret = os.urandom(32)  # what secrets.token_bytes does, without importing hashlib
-    starter = SinkStarter(secret, settings.bind, alarm)
-    controller = Controller(config, settings, starter, secret, start_recorder)
+    from pytest_memstream.security import RunKeys
+
+    keys = RunKeys(os.urandom(32))
+    starter = SinkStarter(keys, settings.bind, alarm)
+    controller = Controller(config, settings, starter, keys, start_recorder)
     config.pluginmanager.register(controller, "memstream-controller")
 
 
@@ -66,7 +68,7 @@ def _add_alarm(size: int, lines: TerminalLines, sink: Sink) -> None:
     """Announce hungry tests on the terminal: the sink checks after each batch it applies."""
     from pytest_memstream.plugin.warn import GrowthAlarm
 
-    sink.listeners.append(GrowthAlarm(sink.state, size, lines).check)
+    sink.on_applied.append(GrowthAlarm(sink.state, size, lines).check)
 
 
 def start_recorder(config: pytest.Config, spec: dict[str, Any]) -> Recorder:
@@ -76,13 +78,18 @@ def start_recorder(config: pytest.Config, spec: dict[str, Any]) -> Recorder:
     from pytest_memstream.plugin.stream import Stream
     from pytest_memstream.sender import Sender
 
-    sender = Sender(spec["endpoint"], bytes.fromhex(spec["secret"]))
+    worker = spec["worker"]
+    sender = None
+    if spec["endpoint"]:
+        key, server_key = bytes.fromhex(spec["key"]), bytes.fromhex(spec["server_key"])
+        sender = Sender(spec["endpoint"], worker, server_key, key)
     try:
         probe = open_probe()
-        stream = Stream(sender, probe, spec["worker"], float(spec["interval"]))
+        stream = Stream(sender, probe, worker, float(spec["interval"]))
         recorder = Recorder(stream, probe, spec.get("limit"))
     except BaseException:
-        sender.close()
+        if sender is not None:
+            sender.close()
         raise
     config.pluginmanager.register(recorder, "memstream-recorder")
     return recorder
@@ -135,6 +142,6 @@ class WorkerRole:
         if recorder is not None:
             workeroutput["memstream"] = recorder.close()
         else:
-            from pytest_memstream.protocol import VERSION
+            from pytest_memstream.protocol.stream import VERSION
 
             workeroutput["memstream"] = {"version": VERSION, "error": self.failure}

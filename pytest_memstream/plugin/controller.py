@@ -7,7 +7,6 @@ pytest process is both: it runs a local Recorder that streams to its own sink as
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
     from pytest_memstream.collector.state import RunState
     from pytest_memstream.plugin.baselines import Baselines
     from pytest_memstream.plugin.recorder import Recorder
+    from pytest_memstream.security import RunKeys
 
 #: How long the controller waits for a finished worker's stream to drain: at most
 #: DRAIN_TIMEOUT, and no longer than DRAIN_QUIET once nothing arrives from it.
@@ -49,8 +49,8 @@ class SinkStarter:
     that way (a host name, ``ipc://``) makes the sink on this thread, at once.
     """
 
-    def __init__(self, secret: bytes, bind: str, ready: Callable[[Sink], None]) -> None:
-        self._secret = secret
+    def __init__(self, keys: RunKeys, bind: str, ready: Callable[[Sink], None]) -> None:
+        self._keys = keys
         self._bind = bind
         self._ready = ready
         self._state: RunState | None = None
@@ -116,7 +116,7 @@ class SinkStarter:
             from pytest_memstream.collector.sink import Sink, SinkError
 
             try:
-                sink = Sink(self.state, self._secret, self._bind, listeners)
+                sink = Sink(self.state, self._keys, self._bind, listeners)
             except SinkError as exc:
                 raise pytest.UsageError(f"memstream: {exc}") from None
             try:
@@ -190,13 +190,13 @@ class Controller:
         config: pytest.Config,
         settings: Settings,
         starter: SinkStarter,
-        secret: bytes,
+        keys: RunKeys,
         start_recorder: Callable[[pytest.Config, dict[str, Any]], Recorder],
     ) -> None:
         self.config = config
         self.settings = settings
         self.starter = starter
-        self.secret = secret
+        self.keys = keys
         self._start_recorder = start_recorder
         self.local: Recorder | None = None
         #: Why this process could not measure its own tests, if it could not.
@@ -206,6 +206,8 @@ class Controller:
         self.json_written = False
         self.html_written = False
         self.session_file: Path | None = None
+        #: Workers on other hosts that were given no address to stream to.
+        self.remote_unstreamed: list[str] = []
         self._started = starter.began
         self.baselines: Baselines | None = None
         if settings.baselines_wanted:
@@ -223,12 +225,23 @@ class Controller:
 
     # --- workers ------------------------------------------------------------------------
 
-    def worker_spec(self, worker: str) -> dict[str, Any]:
-        """What a worker needs to stream: only basic types (execnet sends it)."""
+    def worker_spec(self, worker: str, local: bool = True) -> dict[str, Any]:
+        """What a worker needs to stream: only basic types (execnet sends it).
+
+        Its own key only, never the run's secret: a worker cannot speak for another.
+        A worker on another host is not handed a loopback address, which would send
+        its stream to whatever listens there on its own host: it streams nothing, and
+        its figures come from its workeroutput.
+        """
         self.starter.expect(worker)
+        endpoint = self.starter.endpoint
+        if not local and _is_loopback(endpoint):
+            endpoint = ""
+            self.remote_unstreamed.append(worker)
         return {
-            "endpoint": self.starter.endpoint,
-            "secret": self.secret.hex(),
+            "endpoint": endpoint,
+            "server_key": self.keys.server.public.hex(),
+            "key": self.keys.worker(worker).hex(),
             "worker": worker,
             "interval": self.settings.interval,
             "limit": self.settings.limit,
@@ -236,7 +249,8 @@ class Controller:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["memstream"] = self.worker_spec(node.gateway.id)
+        local = bool(getattr(node.gateway.spec, "popen", True))
+        node.workerinput["memstream"] = self.worker_spec(node.gateway.id, local)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
@@ -320,10 +334,16 @@ class Controller:
             lines.append(f"memstream: viewers attach at {starter.viewer_endpoints['snapshot']}")
         else:
             lines.append(f"memstream: no viewers for this run: {starter.viewer_problem}")
+        if self.settings.session_path is None and getattr(self.config, "cache", None) is None:
+            lines.append(
+                "memstream: no session file, so memstream watch cannot find this run: the "
+                "pytest cache is off (-p no:cacheprovider); run with --memstream-session PATH "
+                "and attach with memstream watch --session PATH"
+            )
         if not _is_loopback(starter.endpoint):
             lines.append(
-                "memstream: the sink listens beyond this machine; frames are authenticated "
-                "with the run's secret but not encrypted"
+                "memstream: the sink listens beyond this machine (CurveZMQ: encrypted, and "
+                "only this run's keys are admitted)"
             )
         if self.settings.json_path is not None:
             lines.append(f"memstream: JSON report to {self.settings.json_path}")
@@ -344,6 +364,7 @@ class Controller:
         elif session.shouldfail or session.shouldstop:
             stopped = str(session.shouldfail or session.shouldstop)
         self.state.settle_unfinished()
+        self._note_sink_problems()
         unmeasured = [w.id for w in self.state.workers.values() if w.unmeasured]
         if unmeasured and not stopped:
             # Not the whole run: no baseline is saved from it.
@@ -378,6 +399,20 @@ class Controller:
             increased = True
         if increased and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _note_sink_problems(self) -> None:
+        if self.remote_unstreamed:
+            self.problems.append(
+                f"{', '.join(self.remote_unstreamed)} ran on another host and had no address "
+                f"to stream to (the sink listens on {self.starter.endpoint}): no live figures, "
+                "its tests' figures came from its own records at the end"
+            )
+        sink = self.starter.started()
+        if sink is not None and sink.internal_errors:
+            self.problems.append(
+                f"the sink thread hit {sink.internal_errors} internal error(s) (a bug: please "
+                f"report it); the first:\n{sink.first_internal_error.rstrip()}"
+            )
 
     def _write_html(self, report: Report, path: Path) -> None:
         # A picture is a nicety: whatever goes wrong with it costs a warning, never the run.
@@ -439,27 +474,32 @@ class Controller:
     # --- the viewer hand-off ------------------------------------------------------------
 
     def write_session_file(self) -> None:
-        """Tell viewers where this run streams: a file only this user can read."""
+        """Tell viewers where this run streams, with its secret: a file only this user
+        can read, in the pytest cache or where --memstream-session says."""
+        from pytest_memstream import session
+
+        path = self.settings.session_path
         cache = getattr(self.config, "cache", None)  # absent with -p no:cacheprovider
-        if cache is None:
-            return
         try:
-            directory = cache.mkdir("memstream")
-            path = directory / f"session-{os.getpid()}.json"
-            tmp = path.with_suffix(".tmp")
-            content = {
-                "endpoint": self.starter.endpoint,
-                "secret": self.secret.hex(),
-                "pid": os.getpid(),
-                "started": self._started,
-                "rootdir": str(self.config.rootpath),
-                # Where `memstream watch` attaches; see docs/protocol.md.
-                "viewers": dict(self.starter.viewer_endpoints),
-            }
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                json.dump(content, file)
-            os.replace(tmp, path)
+            if path is None:
+                if cache is None:
+                    return
+                directory = cache.mkdir("memstream")
+                path = directory / f"session-{os.getpid()}.json"
+                session.remove_stale(directory)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            session.write(
+                path,
+                {
+                    "endpoint": self.starter.endpoint,
+                    "secret": self.keys.secret.hex(),
+                    "started": self._started,
+                    "rootdir": str(self.config.rootpath),
+                    # Where `memstream watch` attaches; see docs/protocol.md.
+                    "viewers": dict(self.starter.viewer_endpoints),
+                },
+            )
         except OSError as exc:
             self.problems.append(f"could not write the session file for viewers: {exc}")
             return

@@ -67,6 +67,8 @@ class Settings(NamedTuple):
     fail_on_increase: tuple[float, int] | None = None
     #: Where to write the HTML report (collector/html.py), if anywhere.
     html_path: Path | None = None
+    #: Where to write the session file for viewers (default: in the pytest cache).
+    session_path: Path | None = None
 
     @property
     def baselines_wanted(self) -> bool:
@@ -99,6 +101,12 @@ def add_options(parser: pytest.Parser) -> None:
     option(
         "html",
         "write a self-contained HTML report (a timeline per worker, the top tests) to PATH.",
+        metavar="PATH",
+    )
+    option(
+        "session",
+        "write the session file, which viewers attach with (memstream watch --session PATH), "
+        "to PATH (default: in the pytest cache); it holds the run's secret (mode 0600).",
         metavar="PATH",
     )
     option(
@@ -266,6 +274,7 @@ def resolve(config: pytest.Config) -> Settings:
         sort=r.get("memstream_sort", _parse_sort, DEFAULT_SORT, f"one of {', '.join(SORT_KEYS)}"),
         json_path=r.path("memstream_json"),
         html_path=r.path("memstream_html"),
+        session_path=r.path("memstream_session"),
         interval=r.get(
             "memstream_interval",
             _parse_interval,

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from pytest_memstream import protocol
 from pytest_memstream.plugin.limits import Limit, LimitCheck, limits_of
 from pytest_memstream.plugin.probe import MemoryProbe
 from pytest_memstream.plugin.stream import CurrentTest, Stream
+from pytest_memstream.protocol import stream as wire
 
 #: How long closing may take to flush the stream (a worker's, or the local recorder's).
 CLOSE_TIMEOUT = 3.0
@@ -47,7 +47,7 @@ class Recorder:
         self._test: CurrentTest | None = None
         #: Every ``end`` this process sent, packed: the fallback the controller fills from.
         self._fallback: list[bytes] = []
-        self._pack = protocol.packer()  # the test thread's own
+        self._pack = wire.packer()  # the test thread's own
         self.tests = 0
         hello = {
             "k": "hello",
@@ -218,11 +218,10 @@ class Recorder:
         if not phases:
             return
         outcome = _test_outcome(test.outcomes)
-        end = protocol.end_message(
-            self._stream.worker,
+        end = wire.end_message(
             time.time(),
             test.index,
-            test.nodeid,
+            wire.cut_nodeid(test.nodeid),
             outcome,
             self._probe.method,
             test.started,
@@ -243,7 +242,7 @@ class Recorder:
         """Stop streaming; return what the controller needs to check and fill the stream."""
         self._stream.stop(self.tests, timeout)
         return {
-            "version": protocol.VERSION,
+            "version": wire.VERSION,
             "sent": self._stream.sent,
             "dropped": self._stream.dropped,
             "last_seq": self._stream.last_seq,

@@ -22,8 +22,8 @@ import time
 from collections import deque
 from typing import Any
 
-from pytest_memstream import protocol
 from pytest_memstream.plugin.probe import SAMPLED, MemoryProbe, fork_flag
+from pytest_memstream.protocol import stream as wire
 from pytest_memstream.sender import Sender
 
 FLUSH_AT = 256
@@ -81,7 +81,7 @@ class CurrentTest:
                 "k": "start",
                 "t": self.started,
                 "i": self.index,
-                "id": self.nodeid,
+                "id": wire.cut_nodeid(self.nodeid),
                 "rss": self.rss,
             }
             if self.limit is not None:
@@ -113,16 +113,20 @@ class CurrentTest:
 class Stream:
     """Queues this worker's messages and sends them, from the test thread or the sampler."""
 
-    def __init__(self, sender: Sender, probe: MemoryProbe, worker: str, interval: float) -> None:
+    def __init__(
+        self, sender: Sender | None, probe: MemoryProbe, worker: str, interval: float
+    ) -> None:
         self.worker = worker
         self.interval = interval
         #: The running test, if any: what the sampler samples and the sink is told about.
         self.test: CurrentTest | None = None
         #: The sampler's latest ``(test index, phase, time, rss)``: what a limit failure shows.
         self.recent: deque[tuple[int, str, float, int]] = deque(maxlen=RECENT)
+        #: None: nothing to stream to (a worker on another host, handed no address it
+        #: can reach); its figures reach the controller through workeroutput alone.
         self._sender = sender
         self._probe = probe
-        #: Messages packed by protocol.pack_message, waiting for their numbers.
+        #: Messages packed by wire.pack_message, waiting for their numbers.
         self._queue: deque[bytes] = deque()
         #: Either thread may send: the lock keeps the numbering and the socket to one.
         self._lock = threading.Lock()
@@ -139,11 +143,11 @@ class Stream:
 
     @property
     def sent(self) -> int:
-        return self._sender.sent
+        return 0 if self._sender is None else self._sender.sent
 
     @property
     def dropped(self) -> int:
-        return self._sender.dropped
+        return 0 if self._sender is None else self._sender.dropped
 
     @property
     def last_seq(self) -> int:
@@ -154,10 +158,12 @@ class Stream:
 
     def pack(self, message: dict[str, Any]) -> bytes:
         """``message`` (with its ``k`` and ``t`` set) packed for :meth:`emit`."""
-        return protocol.pack_message(dict(message, v=protocol.VERSION, w=self.worker))
+        return wire.pack_message(message)
 
     def emit(self, packed: bytes, urgent: bool = False) -> None:
         """Queue a message packed by :meth:`pack` (or alike); send the queue if it is due."""
+        if self._sender is None:
+            return  # nowhere to stream: the fallback copy holds every end
         queue = self._queue
         queue.append(packed)
         if self._stopping or self._forked:
@@ -201,12 +207,17 @@ class Stream:
                 if self._queue and time.monotonic() - self._sent_at >= self.interval:
                     self._flush(None, None)  # the test thread has not sent them for a while
             seen = -1 if test is None else test.index
+        if self._sender is None:
+            return
         bye = dict(self._bye, k="bye", t=time.time(), sent=self.sent, dropped=self.dropped)
         self._queue.append(self.pack(bye))
         self._flush(None, None)
         self._sender.close()
 
     def _flush(self, test: CurrentTest | None, sample: dict[str, Any] | None) -> None:
+        sender = self._sender
+        if sender is None:
+            return
         with self._lock:
             queue, pop = self._queue, self._queue.popleft
             messages: list[bytes] = []
@@ -223,5 +234,5 @@ class Stream:
                 # Numbered before it goes: a send cut short (Ctrl-C reaches the test's
                 # thread) is a gap the sink counts, never a number used twice.
                 self._seq += len(batch)
-                self._sender.send_packed(batch, seq)
+                sender.send(batch, seq)
             self._sent_at = time.monotonic()
