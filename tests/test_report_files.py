@@ -1,5 +1,5 @@
 """Where the JSON, HTML and baseline files go: through symlinks, never over a FIFO or a
-device, with the usual mode."""
+device, with the usual mode; a path that cannot be written is a usage error at once."""
 
 from __future__ import annotations
 
@@ -125,3 +125,57 @@ def test_reports_get_the_usual_mode(pytester: pytest.Pytester) -> None:
     for name in ("run.json", "run.html", "base.json"):
         mode = stat.S_IMODE((pytester.path / "out" / name).stat().st_mode)
         assert mode == 0o666 & ~0o027, (name, oct(mode))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "reason"),
+    [
+        ("json", "a_directory", "it is a directory"),
+        ("json", "", "expected a file path"),
+        ("html", "blocker/page.html", "*/blocker is not a directory, so the file cannot be*"),
+        ("save", "blocker/deeper/base.json", "*/blocker is not a directory*"),
+        ("json", "to_a_directory", "it is a directory (the target of its symlink, *)"),
+    ],
+)
+def test_an_unusable_path_is_a_usage_error_before_any_test(
+    pytester: pytest.Pytester, flag: str, value: str, reason: str
+) -> None:
+    pytester.mkdir("a_directory")
+    (pytester.path / "to_a_directory").symlink_to("a_directory")
+    (pytester.path / "blocker").write_text("a file where a directory should be")
+    result = run(pytester, f"--memstream-{flag}={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: memstream: --memstream-{flag} got {value!r}*{reason}"])
+    assert "collected" not in result.stdout.str()
+    assert ".tmp" not in result.stderr.str()
+
+
+def test_an_unusable_ini_path_names_the_key_and_the_file(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("out")
+    ini = pytester.makeini("[pytest]\nmemstream_html = out\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"ERROR: memstream: ini key memstream_html in {ini} got 'out': it is a directory"]
+    )
+
+
+def test_another_users_symlink_in_a_shared_directory_is_not_followed(
+    pytester: pytest.Pytester,
+) -> None:
+    # What the kernel's protected_symlinks does for open(): a run as root must not write
+    # through a link that someone else planted in /tmp.
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give the link to another user")
+    shared = pytester.mkdir("shared")
+    shared.chmod(0o1777)
+    victim = pytester.path / "victim.txt"
+    victim.write_text("precious")
+    link = shared / "report.json"
+    link.symlink_to(victim)
+    os.lchown(link, 65534, 65534)
+    result = run(pytester, f"--memstream-json={link}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*another user's symlink in a shared directory: not followed*"])
+    assert victim.read_text() == "precious"
+    assert link.is_symlink()

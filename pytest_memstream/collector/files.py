@@ -61,6 +61,37 @@ def write_atomically(path: Path, pieces: Iterable[str], mode: int = 0o666) -> No
         raise
 
 
+def unusable(path: Path) -> str | None:
+    """Why no report can be written to ``path``, or None where one can, as far as can be
+    told before the run: a directory, a parent that is not a directory or cannot be
+    created or written in.  A FIFO or a device is not unusable here: it is refused, with
+    a warning, when the report is written."""
+    try:
+        target = _target(path)
+    except NotAFile as exc:
+        return str(exc)
+    where = "" if target == path else f" (the target of its symlink, {target})"
+    if target.is_dir():
+        return f"it is a directory{where}"
+    if target.exists():
+        return _not_writable_in(target.parent)
+    ancestor = target.parent
+    while not ancestor.exists():
+        if ancestor.is_symlink():  # a dangling link where a directory must be created
+            return f"{ancestor} is a symlink to nothing, where a directory must be created"
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is not a directory, so the file cannot be created under it"
+    return _not_writable_in(ancestor)
+
+
+def _not_writable_in(directory: Path) -> str | None:
+    # A rename needs a new file in the directory, not only a writable destination.
+    if os.access(directory, os.W_OK | os.X_OK):
+        return None
+    return f"cannot create files in {directory}"
+
+
 def _target(path: Path) -> Path:
     """The file a write to ``path`` lands in: its symlinks followed, as ``open()`` would."""
     for _ in range(_MAX_LINKS):

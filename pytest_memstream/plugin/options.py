@@ -242,6 +242,8 @@ class _Resolver:
         if given is None:
             return None
         value, where = given
+        if not str(value).strip():  # would name the directory itself
+            raise pytest.UsageError(f"memstream: {where} got {str(value)!r}; expected a file path")
         if where.startswith("--"):
             base = self.config.invocation_params.dir
         else:
@@ -254,6 +256,23 @@ class _Resolver:
         if text is None or not is_baseline_path(text):
             return text
         return self.path(name)
+
+
+def check_report_paths(config: pytest.Config, settings: Settings) -> None:
+    """A usage error for a report or baseline path that cannot be written, now: not at
+    the end of the run, after every test ran for a report that cannot be kept."""
+    from pytest_memstream.collector.files import unusable
+
+    for name, path in (
+        ("memstream_json", settings.json_path),
+        ("memstream_html", settings.html_path),
+        ("memstream_save", settings.save),
+    ):
+        reason = unusable(path) if isinstance(path, Path) else None
+        given = _Resolver(config).raw(name) if reason else None
+        if given is not None:
+            value, where = given
+            raise pytest.UsageError(f"memstream: {where} got {str(value)!r}: {reason}")
 
 
 def resolve(config: pytest.Config) -> Settings:
