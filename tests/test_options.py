@@ -105,6 +105,31 @@ def test_bad_ini_value_names_the_file(pytester: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    ["tcp://127.0.0.1:99999", "tcp://*:65536", "tcp://localhost:70000", "tcp://[::1]:99999"],
+)
+def test_a_port_out_of_range_is_one_usage_line(pytester: pytest.Pytester, endpoint: str) -> None:
+    result = pytester.runpytest_subprocess("--memstream", f"--memstream-bind={endpoint}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.stderr.lines if line.strip()] == [
+        f"ERROR: memstream: --memstream-bind got {endpoint!r}; expected a ZeroMQ endpoint such "
+        "as tcp://127.0.0.1, tcp://127.0.0.1:5555 (a port from 0 to 65535) or "
+        "ipc:///tmp/memstream.sock"
+    ]
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
+def test_a_port_out_of_range_in_the_ini_file_names_it(pytester: pytest.Pytester) -> None:
+    ini = pytester.makeini("[pytest]\nmemstream = true\nmemstream_bind = tcp://127.0.0.1:99999\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"ERROR: memstream: ini key memstream_bind in {ini} got 'tcp://127.0.0.1:99999'; *"]
+    )
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
 def test_unbindable_endpoint_is_a_clear_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--memstream", "--memstream-bind=tcp://192.0.2.1:1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -166,7 +166,7 @@ def _parse_interval(text: str) -> float:
     return value
 
 
-_ENDPOINT = r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|\*)(:(\d{1,5}|\*))?|ipc://.+"
+_ENDPOINT = r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|\*)(:([0-9]{1,5}|\*))?|ipc://.+"
 
 
 def _parse_warn(text: str) -> int:
@@ -205,7 +205,13 @@ def _parse_increase(text: str) -> tuple[float, int]:
 
 
 def _parse_bind(text: str) -> str:
-    if not re.fullmatch(_ENDPOINT, text):
+    endpoint = re.fullmatch(_ENDPOINT, text)
+    if endpoint is None:
+        raise ValueError
+    # ZeroMQ would bind a port above 65535 modulo 65536, and a plain socket refuses it
+    # with an OverflowError: neither may be handed one.
+    port = endpoint.group(3)
+    if port not in (None, "*") and int(port) > 65535:
         raise ValueError
     return text
 
@@ -295,8 +301,8 @@ def resolve(config: pytest.Config) -> Settings:
             "memstream_bind",
             _parse_bind,
             DEFAULT_BIND,
-            "a ZeroMQ endpoint such as tcp://127.0.0.1, tcp://127.0.0.1:5555 "
-            "or ipc:///tmp/memstream.sock",
+            "a ZeroMQ endpoint such as tcp://127.0.0.1, tcp://127.0.0.1:5555 (a port from "
+            "0 to 65535) or ipc:///tmp/memstream.sock",
         ),
         warn=r.get(
             "memstream_warn",
