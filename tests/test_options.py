@@ -130,6 +130,57 @@ def test_a_port_out_of_range_in_the_ini_file_names_it(pytester: pytest.Pytester)
     assert "INTERNALERROR" not in result.stdout.str()
 
 
+NATIVE_TOML = pytest.mark.skipif(
+    int(pytest.__version__.split(".")[0]) < 9, reason="[tool.pytest] is pytest 9's"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "reason"),
+    [
+        ("pytest.ini", "[pytest]\nmemstream = maybe\n", "invalid truth value 'maybe'; expected*"),
+        (
+            "pyproject.toml",
+            '[tool.pytest.ini_options]\nmemstream = "maybe"\n',
+            "invalid truth value 'maybe'; expected true or false*",
+        ),
+        pytest.param(
+            "pyproject.toml",
+            '[tool.pytest]\nmemstream = "maybe"\n',
+            "*expects a bool, got str: 'maybe'",
+            marks=NATIVE_TOML,
+        ),
+    ],
+    ids=["ini", "toml-ini-options", "toml-native"],
+)
+def test_a_bad_boolean_names_the_key_and_the_file(
+    pytester: pytest.Pytester, name: str, text: str, reason: str
+) -> None:
+    path = pytester.path / name
+    path.write_text(text)
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: memstream: ini key memstream in {path}: {reason}"])
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("pytest.ini", "[pytest]\nmemstream = yes\n"),
+        pytest.param("pyproject.toml", "[tool.pytest]\nmemstream = true\n", marks=NATIVE_TOML),
+    ],
+    ids=["ini", "toml-native"],
+)
+def test_a_boolean_in_either_syntax_turns_it_on(
+    pytester: pytest.Pytester, name: str, text: str
+) -> None:
+    (pytester.path / name).write_text(text)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-k", "keeps")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*memstream: top 1 tests by memory growth*"])
+
+
 def test_unbindable_endpoint_is_a_clear_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--memstream", "--memstream-bind=tcp://192.0.2.1:1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -225,11 +225,19 @@ class _Resolver:
         value = self.config.getoption(name)
         if value is not None:
             return value, "--" + name.replace("_", "-")
-        value = self.config.getini(name)
+        where = f"ini key {name} in {self.config.inipath or 'the ini file'}"
+        try:
+            value = self.config.getini(name)
+        except (TypeError, ValueError, pytest.UsageError) as exc:  # pytest 8, pytest 9
+            # pytest's message names neither the key nor the file for an ini value
+            # ("invalid truth value 'maybe'"), and for a TOML value not as ours do.
+            reason = str(exc).removeprefix(f"{self.config.inipath}: ")
+            # A TOML value of the wrong type is told what pytest expects; an ini one is not.
+            expected = "" if " expects " in reason else _INI_EXPECTED.get(name, "")
+            raise pytest.UsageError(f"memstream: {where}: {reason}{expected}") from None
         if value is None or value == "" or value == []:  # unset (pytest 8 and 9 differ)
             return None
-        where = self.config.inipath or "the ini file"
-        return value, f"ini key {name} in {where}"
+        return value, where
 
     def get(self, name: str, parse: Callable[[str], T], default: T, expected: str) -> T:
         given = self.raw(name)
@@ -327,6 +335,8 @@ _SIZES = (
     "200M, 1.5GiB or 2GB (K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB "
     "powers of 1000)"
 )
+#: What pytest's complaint about an ini value leaves out.
+_INI_EXPECTED = {"memstream": "; expected true or false (or yes/no, on/off, 1/0)"}
 _BASELINE_EXPECTED = (
     "a baseline name (letters, digits, _ . -) or a path that contains a separator or ends in .json"
 )
