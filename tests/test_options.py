@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 from conftest import MEMORY_TESTS, RunMemstream, table_rows
+
+from pytest_memstream import SORT_KEYS
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +68,22 @@ def test_sort_orders(run_memstream: RunMemstream) -> None:
     order = [re.search(r"test_memory\.py::\S+", row).group() for row in rows]  # type: ignore[union-attr]
     by_growth = sorted(run.report["tests"], key=lambda t: t["growth"], reverse=True)
     assert order == [t["nodeid"] for t in by_growth]
+
+
+def test_sort_keys_are_listed_in_one_order_everywhere(pytester: pytest.Pytester) -> None:
+    assert SORT_KEYS == ("growth", "peak", "kept")
+    words = " ".join(pytester.runpytest_subprocess("--help").stdout.str().split())
+    assert "order of the summary: growth, peak, kept (default growth)" in words
+    bad = pytester.runpytest_subprocess("--memstream", "--memstream-sort=size")
+    bad.stderr.fnmatch_lines(["*expected one of growth, peak, kept"])
+    for command in ("report", "watch"):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest_memstream.cli", command, "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "--sort {growth,peak,kept}" in done.stdout, command
 
 
 def test_quiet_and_verbose_forms(run_memstream: RunMemstream) -> None:

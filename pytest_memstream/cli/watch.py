@@ -66,7 +66,7 @@ def add_parser(subparsers: Any) -> None:
         "--top", type=int, default=10, metavar="N", help="how many tests to list (default 10)"
     )
     parser.add_argument(
-        "--sort", choices=sorted(SORT_FIELDS), default="growth", help="order of the top list"
+        "--sort", choices=list(SORT_FIELDS), default="growth", help="order of the top list"
     )
     parser.add_argument(
         "--cache-dir",
