@@ -52,6 +52,12 @@ def test_save_then_compare_across_two_runs(
     first = run_memstream(*xdist, "--memstream-save")
     assert first.result.ret == pytest.ExitCode.OK
     assert "growth against baseline" not in first.output
+    first.result.stdout.fnmatch_lines(
+        [
+            "memstream: JSON report written to *",
+            "memstream: baseline saved as 'default' in the pytest cache",
+        ]
+    )
 
     # One test more hungry, one renamed, one file gone and one new.
     (pytester.path / "test_gone.py").unlink()
@@ -112,7 +118,9 @@ def test_fail_on_increase_sets_the_exit_status_and_names_the_test(
 def test_ini_keys_and_a_baseline_file(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=suite(20))
     pytester.makeini("[pytest]\nmemstream = true\nmemstream_save = base/run.json\n")
-    assert pytester.runpytest_subprocess("-p", "no:randomly").ret == pytest.ExitCode.OK
+    saving = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert saving.ret == pytest.ExitCode.OK
+    saving.stdout.fnmatch_lines([f"memstream: baseline saved to {pytester.path / 'base/run.json'}"])
     saved = json.loads((pytester.path / "base" / "run.json").read_text())
     assert saved["schema"] == SCHEMA
     assert set(saved["tests"]) == {
@@ -227,6 +235,7 @@ def test_a_run_that_stopped_early_is_not_saved(
     run.result.stdout.fnmatch_lines(
         ["memstream: warning: baseline 'default' not saved: the run stopped early"]
     )
+    assert "baseline saved" not in run.output
     later = run_memstream("--memstream-compare", "-k", "not fails")
     later.result.stdout.fnmatch_lines(["memstream: warning: no baseline 'default' to compare*"])
 
