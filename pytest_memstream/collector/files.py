@@ -149,6 +149,5 @@ def _kind(mode: int) -> str:
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
         (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISLNK, "a symlink that leads nowhere it can follow"),
     )
     return next((name for test, name in kinds if test(mode)), "not a regular file")

@@ -256,7 +256,7 @@ class _Resolver:
         if given is None:
             return None
         value, where = given
-        if not str(value).strip():  # would name the directory itself
+        if not str(value).strip():  # Path("") is ".", the directory itself
             raise pytest.UsageError(f"memstream: {where} got {str(value)!r}; expected a file path")
         if where.startswith("--"):
             base = self.config.invocation_params.dir
