@@ -13,6 +13,8 @@ from pytest_memstream.collector.baseline import (
     baseline_of,
     check_baseline,
     compare,
+    comparison_lines,
+    increase_lines,
 )
 
 MiB = 1 << 20
@@ -50,6 +52,12 @@ def test_save_then_compare_across_two_runs(
     first = run_memstream(*xdist, "--memstream-save")
     assert first.result.ret == pytest.ExitCode.OK
     assert "growth against baseline" not in first.output
+    first.result.stdout.fnmatch_lines(
+        [
+            "memstream: JSON report written to *",
+            "memstream: baseline saved as 'default' in the pytest cache",
+        ]
+    )
 
     # One test more hungry, one renamed, one file gone and one new.
     (pytester.path / "test_gone.py").unlink()
@@ -110,7 +118,9 @@ def test_fail_on_increase_sets_the_exit_status_and_names_the_test(
 def test_ini_keys_and_a_baseline_file(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=suite(20))
     pytester.makeini("[pytest]\nmemstream = true\nmemstream_save = base/run.json\n")
-    assert pytester.runpytest_subprocess("-p", "no:randomly").ret == pytest.ExitCode.OK
+    saving = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert saving.ret == pytest.ExitCode.OK
+    saving.stdout.fnmatch_lines([f"memstream: baseline saved to {pytester.path / 'base/run.json'}"])
     saved = json.loads((pytester.path / "base" / "run.json").read_text())
     assert saved["schema"] == SCHEMA
     assert set(saved["tests"]) == {
@@ -225,6 +235,7 @@ def test_a_run_that_stopped_early_is_not_saved(
     run.result.stdout.fnmatch_lines(
         ["memstream: warning: baseline 'default' not saved: the run stopped early"]
     )
+    assert "baseline saved" not in run.output
     later = run_memstream("--memstream-compare", "-k", "not fails")
     later.result.stdout.fnmatch_lines(["memstream: warning: no baseline 'default' to compare*"])
 
@@ -259,3 +270,57 @@ def test_one_gone_and_one_new_in_a_file_is_a_rename_never_a_failure() -> None:
     assert comparison.gone == ["g.py::x", "g.py::y"]
     assert comparison.new == ["g.py::z", "h.py::fresh"]
     assert comparison.increases(0, 0) == []
+
+
+def percent_column(lines: list[str]) -> dict[str, str]:
+    """Test -> what the comparison's % column says of it (the rows past the header)."""
+    footer = next(n for n, line in enumerate(lines) if line.startswith("memstream:"))
+    return {row[38:]: row[30:36].strip() for row in lines[1:footer]}
+
+
+def test_percentages_never_read_minus_zero_nor_new() -> None:
+    base = baseline_of(
+        _report(
+            ("drop", 100 * MiB, "passed"),
+            ("rise", 100 * MiB, "passed"),
+            ("half", 10 * MiB, "passed"),
+            ("idle", 0, "passed"),
+        )
+    )
+    now = _report(
+        ("drop", 100 * MiB - 300 * 1024, "passed"),  # -0.3%
+        ("rise", 100 * MiB + 300 * 1024, "passed"),
+        ("half", 5 * MiB, "passed"),
+        ("idle", 5 * MiB, "passed"),  # no percentage of nothing
+        ("fresh", MiB, "passed"),
+    )
+    comparison = compare(base, now)
+    lines = comparison_lines(comparison, 0)
+    assert percent_column(lines) == {"idle": "from 0", "half": "-50%", "drop": "0%", "rise": "0%"}
+    # "new" means one thing: a test the baseline does not have, as the footer counts.
+    assert "memstream: 4 tests compared, 1 new, 0 gone" in lines
+    assert [line for line in lines if "new" in line] == [lines[-2], "  new: fresh"]
+    assert increase_lines(comparison.increases(10, MiB), 10, MiB, "'x'")[1:] == [
+        "  idle: growth +0B -> +5.0M (+5.0M, from 0)"
+    ]
+
+
+def test_a_real_comparison_says_from_0_and_never_minus_0(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_suite=suite(20))
+    run_memstream("--memstream-save=base.json")
+    base_path = pytester.path / "base.json"
+    base = json.loads(base_path.read_text())
+    base["tests"]["test_suite.py::test_hungry"]["growth"] = 0
+    steady = base["tests"]["test_suite.py::test_steady"]
+    steady["growth"] = int(steady["growth"] * 1.004)  # about 0.4% less this time
+    base_path.write_text(json.dumps(base))
+    run = run_memstream("--memstream-compare=base.json", "--memstream-top=0")
+    rows = comparison_rows(run.output)
+    assert [row.split()[-3:] for row in rows if "test_hungry" in row] == [
+        ["from", "0", "test_suite.py::test_hungry"]
+    ]
+    assert "-0%" not in run.output
+    assert not any(" new " in row for row in rows)
+    run.result.stdout.fnmatch_lines(["memstream: 3 tests compared, 0 new, 0 gone"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import struct
@@ -211,10 +212,10 @@ def test_no_page_without_memstream(pytester: pytest.Pytester) -> None:
 
 def test_unwritable_html_path_warns_and_keeps_the_outcome(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_ok(): pass")
-    (pytester.path / "blocker").write_text("a file where a directory should be")
+    os.mkfifo(pytester.path / "page.html")  # found only once the page is written
     json_path = pytester.path / "report.json"
     result = pytester.runpytest_subprocess(
-        "--memstream", "--memstream-html=blocker/page.html", f"--memstream-json={json_path}"
+        "--memstream", "--memstream-html=page.html", f"--memstream-json={json_path}", timeout=120
     )
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*memstream: warning: could not write the HTML report*"])

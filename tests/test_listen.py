@@ -60,6 +60,13 @@ def test_an_address_in_use_is_a_clear_usage_error() -> None:
         taken.close()
 
 
+def test_a_port_out_of_range_is_a_usage_error_not_an_overflow() -> None:
+    with pytest.raises(OSError, match="port 65536 is not between 0 and 65535"):
+        listen("tcp://127.0.0.1:65536")
+    with pytest.raises(pytest.UsageError, match=r"cannot bind the sink to 'tcp://\*:99999'"):
+        SinkStarter(protocol.new_secret(), "tcp://*:99999", no_alarm)
+
+
 def test_a_worker_that_connects_before_the_sink_exists_is_heard(
     context: zmq.Context[zmq.Socket[bytes]],
 ) -> None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from conftest import MEMORY_TESTS, RunMemstream, table_rows
+
+from pytest_memstream import SORT_KEYS
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +70,22 @@ def test_sort_orders(run_memstream: RunMemstream) -> None:
     assert order == [t["nodeid"] for t in by_growth]
 
 
+def test_sort_keys_are_listed_in_one_order_everywhere(pytester: pytest.Pytester) -> None:
+    assert SORT_KEYS == ("growth", "peak", "kept")
+    words = " ".join(pytester.runpytest_subprocess("--help").stdout.str().split())
+    assert "order of the summary: growth, peak, kept (default growth)" in words
+    bad = pytester.runpytest_subprocess("--memstream", "--memstream-sort=size")
+    bad.stderr.fnmatch_lines(["*expected one of growth, peak, kept"])
+    for command in ("report", "watch"):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest_memstream.cli", command, "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "--sort {growth,peak,kept}" in done.stdout, command
+
+
 def test_quiet_and_verbose_forms(run_memstream: RunMemstream) -> None:
     quiet = run_memstream("-q", "-n", "2")
     assert "growth      peak" not in quiet.output
@@ -104,6 +125,82 @@ def test_bad_ini_value_names_the_file(pytester: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    ["tcp://127.0.0.1:99999", "tcp://*:65536", "tcp://localhost:70000", "tcp://[::1]:99999"],
+)
+def test_a_port_out_of_range_is_one_usage_line(pytester: pytest.Pytester, endpoint: str) -> None:
+    result = pytester.runpytest_subprocess("--memstream", f"--memstream-bind={endpoint}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.stderr.lines if line.strip()] == [
+        f"ERROR: memstream: --memstream-bind got {endpoint!r}; expected a ZeroMQ endpoint such "
+        "as tcp://127.0.0.1, tcp://127.0.0.1:5555 (a port from 0 to 65535) or "
+        "ipc:///tmp/memstream.sock"
+    ]
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
+def test_a_port_out_of_range_in_the_ini_file_names_it(pytester: pytest.Pytester) -> None:
+    ini = pytester.makeini("[pytest]\nmemstream = true\nmemstream_bind = tcp://127.0.0.1:99999\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"ERROR: memstream: ini key memstream_bind in {ini} got 'tcp://127.0.0.1:99999'; *"]
+    )
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
+NATIVE_TOML = pytest.mark.skipif(
+    int(pytest.__version__.split(".")[0]) < 9, reason="[tool.pytest] is pytest 9's"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "reason"),
+    [
+        ("pytest.ini", "[pytest]\nmemstream = maybe\n", "invalid truth value 'maybe'; expected*"),
+        (
+            "pyproject.toml",
+            '[tool.pytest.ini_options]\nmemstream = "maybe"\n',
+            "invalid truth value 'maybe'; expected true or false*",
+        ),
+        pytest.param(
+            "pyproject.toml",
+            '[tool.pytest]\nmemstream = "maybe"\n',
+            "*expects a bool, got str: 'maybe'",
+            marks=NATIVE_TOML,
+        ),
+    ],
+    ids=["ini", "toml-ini-options", "toml-native"],
+)
+def test_a_bad_boolean_names_the_key_and_the_file(
+    pytester: pytest.Pytester, name: str, text: str, reason: str
+) -> None:
+    path = pytester.path / name
+    path.write_text(text)
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: memstream: ini key memstream in {path}: {reason}"])
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("pytest.ini", "[pytest]\nmemstream = yes\n"),
+        pytest.param("pyproject.toml", "[tool.pytest]\nmemstream = true\n", marks=NATIVE_TOML),
+    ],
+    ids=["ini", "toml-native"],
+)
+def test_a_boolean_in_either_syntax_turns_it_on(
+    pytester: pytest.Pytester, name: str, text: str
+) -> None:
+    (pytester.path / name).write_text(text)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-k", "keeps")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*memstream: top 1 tests by memory growth*"])
+
+
 def test_unbindable_endpoint_is_a_clear_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--memstream", "--memstream-bind=tcp://192.0.2.1:1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -111,9 +208,9 @@ def test_unbindable_endpoint_is_a_clear_error(pytester: pytest.Pytester) -> None
 
 
 def test_unwritable_json_path_warns_and_keeps_the_outcome(pytester: pytest.Pytester) -> None:
-    (pytester.path / "blocker").write_text("a file where a directory should be")
+    os.mkfifo(pytester.path / "report.json")  # found only once the report is written
     result = pytester.runpytest_subprocess(
-        "--memstream", "--memstream-json=blocker/report.json", "-k", "not fails"
+        "--memstream", "--memstream-json=report.json", "-k", "not fails", timeout=120
     )
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*memstream: warning: could not write the JSON report*"])

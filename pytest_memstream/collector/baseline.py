@@ -138,10 +138,11 @@ def _renames(gone: list[str], new: list[str]) -> list[tuple[str, str]]:
 
 
 def _percent(change: Change) -> str:
-    value = change.percent
-    if math.isinf(value):
-        return "new" if value > 0 else "-inf"
-    return f"{value:+.0f}%"
+    if change.before <= 0 and change.delta:
+        # No percentage of nothing.  Not "new": that is a test the baseline does not have.
+        return "from 0" if change.before == 0 else "n/a"
+    rounded = round(change.percent)
+    return f"{rounded:+d}%" if rounded else "0%"  # never "-0%" or "+0%"
 
 
 def comparison_title(name: str) -> str:

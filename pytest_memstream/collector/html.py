@@ -10,13 +10,12 @@ the pointer by binary search on its worker's start times.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from pytest_memstream.collector.files import write_atomically
 from pytest_memstream.collector.report import Report, footer_line, summary_title, top_tests
 from pytest_memstream.sizes import format_size
 
@@ -179,16 +178,7 @@ def render_html(report: Report, sort: str = "growth", top: int = 5) -> str:
 
 def write_html(report: Report, path: Path, sort: str = "growth", top: int = 5) -> None:
     """Write the page for ``report`` to ``path`` atomically."""
-    page = render_html(report, sort, top)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(page)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomically(path, [render_html(report, sort, top)])
 
 
 _PAGE = """<!doctype html>

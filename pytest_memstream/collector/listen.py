@@ -13,6 +13,7 @@ Only a TCP address with a literal IPv4 host (or ``*``) is bound this way; anythi
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 
@@ -55,10 +56,12 @@ def listen(bind: str) -> Listener | None:
         return None
     if port in ("", "*"):
         number = 0
-    elif port.isdigit():
+    elif port.isascii() and port.isdigit():
         number = int(port)
     else:
         return None
+    if number > 65535:  # an OverflowError from bind(), which callers do not expect
+        raise OSError(errno.EINVAL, f"port {number} is not between 0 and 65535")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # not inherited by workers
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libzmq does

@@ -10,13 +10,12 @@ import heapq
 import json
 import json.encoder
 import operator
-import os
-import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_memstream.collector.files import write_atomically
 from pytest_memstream.sizes import format_size
 
 if TYPE_CHECKING:
@@ -142,7 +141,7 @@ class Snapshot:
                 yield text if first == 0 else "," + text
             yield "]}\n"
 
-        _write_atomically(path, chunks())
+        write_atomically(path, chunks())
 
 
 def build_report(
@@ -198,20 +197,7 @@ def _test_text(record: TestRecord) -> str:
 def write_report(report: Report, path: Path) -> None:
     """Write ``report`` to ``path`` atomically: readers see the old file or the whole new one."""
     # One dumps and one write: json.dump's many small writes are 3x slower.
-    _write_atomically(path, [json.dumps(report, separators=(",", ":")) + "\n"])
-
-
-def _write_atomically(path: Path, pieces: Iterable[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            for piece in pieces:
-                file.write(piece)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomically(path, [json.dumps(report, separators=(",", ":")) + "\n"])
 
 
 def top_tests(report: Report, sort: str, top: int) -> list[dict[str, Any]]:

@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_memstream.plugin.options import add_options, marker_line, resolve
+from pytest_memstream.plugin.options import (
+    add_options,
+    check_report_paths,
+    marker_line,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from pytest_memstream.collector.sink import Sink
@@ -42,6 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if not settings.enabled or config.getoption("collectonly"):
         return
+    check_report_paths(config, settings)
     from pytest_memstream.plugin.controller import Controller, SinkStarter
 
     alarm: Callable[[Sink], None] = _no_alarm

@@ -44,6 +44,8 @@ class Baselines:
         self.lines: list[str] = []
         self.failure: list[str] = []
         self.problems: list[str] = []
+        #: Where the baseline went, said as the JSON and HTML reports say theirs.
+        self.saved = ""
 
     def finish(self, report: dict[str, Any], complete: bool) -> bool:
         """Compare ``report`` with the baseline, then save it; True if the run must fail.
@@ -104,6 +106,8 @@ class Baselines:
                 write_report(baseline, where)
             except OSError as exc:
                 self.problems.append(f"could not save the baseline to {where}: {exc}")
+            else:
+                self.saved = f"memstream: baseline saved to {where}"
             return
         cache = self._cache()
         if cache is None:
@@ -113,6 +117,7 @@ class Baselines:
             )
             return
         cache.set(CACHE_KEY + where, baseline)
+        self.saved = f"memstream: baseline saved as {where!r} in the pytest cache"
 
     def _cache(self) -> pytest.Cache | None:
         cache: pytest.Cache | None = getattr(self._config, "cache", None)
@@ -125,5 +130,7 @@ class Baselines:
                 terminalreporter.write_line(line)
         for line in self.failure:
             terminalreporter.write_line(line, red=True, bold=line is self.failure[0])
+        if self.saved:
+            terminalreporter.write_line(self.saved)
         for problem in self.problems:
             terminalreporter.write_line(f"memstream: warning: {problem}", yellow=True)

