@@ -211,17 +211,17 @@ def test_a_value_nested_deeper_than_python_can_show_is_a_schema_reject(slot: int
     fields[slot] = nested(1020)
     # Python up to 3.12 cannot even show such a value (RecursionError); 3.13 can.
     (raw,) = wire.decode_payload(b"\xdc\x00\x13" + b"".join(fields), 1)
-    with pytest.raises(ProtocolError, match="^schema: ") as excinfo:
+    with pytest.raises(ProtocolError, match=r"^schema: ") as excinfo:
         wire.check_message(raw)
     (raw,) = wire.decode_payload(b"\x82\xa1t" + nested(1020) + b"\xa1k\xa5start", 1)
-    with pytest.raises(ProtocolError, match="^schema: "):
+    with pytest.raises(ProtocolError, match=r"^schema: "):
         wire.check_message(raw)
     assert len(str(excinfo.value)) < 300
 
 
 def test_a_viewer_message_nested_too_deep_is_a_schema_reject() -> None:
     body = b"\x83\xa1v\x02\xa1k\xa4beat\xa3seq" + nested(1020)
-    with pytest.raises(ProtocolError, match="^schema: beat"):
+    with pytest.raises(ProtocolError, match=r"^schema: beat"):
         viewer.decode(body, frozenset({"beat"}))
 
 

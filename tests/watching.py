@@ -206,7 +206,10 @@ class Project:
         while time.monotonic() < deadline:
             if path.exists():
                 return path
-            assert self.run is not None and self.run.poll() is None, "pytest ended early"
+            assert self.run is not None and self.output is not None
+            if self.run.poll() is not None:
+                self.output.wait_closed(5)
+                pytest.fail("pytest ended early:\n" + "\n".join(self.output.lines))
             time.sleep(0.01)
         pytest.fail("no session file appeared")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_memstream.collector.listen import Listener, listen, viewer_binds
+from pytest_memstream.collector.listen import Listener, check_ipc_path, listen, viewer_binds
 from pytest_memstream.plugin.options import Settings
 
 if TYPE_CHECKING:
@@ -145,14 +145,18 @@ class SinkStarter:
             self.viewer_endpoints, self.viewer_problem = {}, self._sink.viewer_problem
         return self._sink
 
+    def remove_files(self) -> None:
+        """Close sockets ZeroMQ never adopted, and remove the socket files this run made
+        (those that are still the ones it made)."""
+        _let_go(list(self._listeners or ()))
+
     def started(self) -> Sink | None:
         """The sink if it was started, without raising (for cleaning up); a sink that
         never was is not built just to be stopped: its sockets are closed."""
         if self._thread is not None and self._thread.ident is None:
             self._thread = None  # and never will be
             self._error = RuntimeError("the run ended before it needed a sink")
-            for listener in self._listeners or ():
-                listener.close()
+            self.remove_files()
             return None
         try:
             return self.sink()
@@ -162,10 +166,19 @@ class SinkStarter:
 
 def _listen_all(bind: str) -> tuple[Listener, Listener, Listener] | None:
     """The sink's and the viewers' sockets, bound; None where ZeroMQ must bind them."""
+    ipc = bind.startswith("ipc://")
     try:
+        if ipc:
+            # The viewers' paths too: a run whose viewer sockets cannot be bound goes on
+            # without them, but a path too long for any of them is a mistake to say now.
+            for path in (bind, *viewer_binds(bind)):
+                check_ipc_path(path[len("ipc://") :])
         sink = listen(bind)
     except OSError as exc:
-        raise pytest.UsageError(f"memstream: cannot bind the sink to {bind!r}: {exc}") from None
+        where = " (with the viewers' -snapshot and -updates)" if ipc else ""
+        raise pytest.UsageError(
+            f"memstream: cannot bind the sink to {bind!r}{where}: {exc.strerror or exc}"
+        ) from None
     if sink is None:
         return None
     bound = [sink]
@@ -175,13 +188,24 @@ def _listen_all(bind: str) -> tuple[Listener, Listener, Listener] | None:
             if listener is None:
                 break
             bound.append(listener)
-    except OSError:
-        pass  # ZeroMQ will bind them, or say why it cannot
+    except OSError as exc:
+        if ipc:  # another run's path, or something else that is not ours to take
+            _let_go(bound)
+            raise pytest.UsageError(
+                f"memstream: cannot bind the viewers' socket next to {bind!r}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        # TCP: ZeroMQ will bind them, or say why it cannot
     if len(bound) != 3:
-        for listener in bound:
-            listener.close()
+        _let_go(bound)
         return None
     return bound[0], bound[1], bound[2]
+
+
+def _let_go(listeners: list[Listener]) -> None:
+    for listener in listeners:
+        listener.close()
+        listener.remove_file()
 
 
 class Controller:
@@ -467,6 +491,7 @@ class Controller:
         if sink is not None:
             sink.stop()
             sink.state.forget()
+        self.starter.remove_files()
         self.report = None
         if self.session_file is not None:
             self.session_file.unlink(missing_ok=True)
