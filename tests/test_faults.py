@@ -450,3 +450,84 @@ def test_forged_sequence_numbers_neither_lock_a_worker_out_nor_inflate_its_loss(
     assert len(run.report["tests"]) == 60
     streamed = [t for t in run.report["tests"] if t["worker"] == "gw0"]
     assert streamed and sum(t["source"] == "stream" for t in streamed) >= len(streamed) - 1
+
+
+LONG_ID_TESTS = """
+import pytest
+
+@pytest.mark.parametrize("n", range(30))
+def test_many(n):
+    pass
+
+@pytest.mark.parametrize("size", [1 << 20], ids=["L" * 9000])
+def test_long(size):
+    data = b"x" * (8 * size)
+"""
+
+
+@pytest.mark.parametrize("xdist", [["-n", "2"], ["-p", "no:xdist"]], ids=["xdist", "single"])
+def test_a_test_id_too_long_for_the_protocol_is_cut_and_costs_nothing_else(
+    pytester: pytest.Pytester,
+    run_memstream: RunMemstream,
+    monkeypatch: pytest.MonkeyPatch,
+    xdist: list[str],
+) -> None:
+    # Before: the long test vanished and, the fallback being read all or nothing, the
+    # whole fallback of its worker with it.
+    pytester.makepyfile(test_long_ids=LONG_ID_TESTS)
+    monkeypatch.setenv(ENV, "drop=1")  # every frame lost: the fallback brings them all
+    run = run_memstream(*xdist, "-v")
+    assert run.result.ret == pytest.ExitCode.OK
+    assert len(run.report["tests"]) == 31
+    assert all(w["unrecoverable"] == 0 for w in run.report["workers"])
+    assert sum(w["recovered"] for w in run.report["workers"]) == 31
+    (long,) = [t for t in run.report["tests"] if "::test_long[" in t["nodeid"]]
+    assert len(long["nodeid"]) == 8192
+    assert long["nodeid"].startswith("test_long_ids.py::test_long[LLLL")
+    assert "cut from 9029 characters" in long["nodeid"]
+    assert long["growth"] >= 7 << 20
+
+
+SOCKETSERVER = """
+import os, sys
+from execnet.gateway_base import get_execmodel
+from execnet.script import socketserver
+
+socketserver.execmodel = get_execmodel("thread")  # what its __main__ would set
+sock = socketserver.bind_and_listen(("127.0.0.1", 0), socketserver.execmodel)
+print(sock.getsockname()[1], flush=True)
+sys.stdout = open(os.devnull, "w")  # its chatter: nobody reads the pipe any more
+socketserver.startserver(sock, loop=True)
+"""
+
+
+def test_a_worker_on_another_host_is_never_handed_a_loopback_address(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    # execnet's own socket server stands for another host; xdist only sees a socket= spec.
+    pytester.makepyfile(test_remote=LOSSY_TESTS)
+    host = pytester.path.parent / f"{pytester.path.name}-host"
+    host.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-c", SOCKETSERVER], cwd=host, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        run = run_memstream(
+            "--tx", f"socket=127.0.0.1:{port}", "--dist=load", f"--rsyncdir={pytester.path}",
+            "-W", "ignore::DeprecationWarning", str(pytester.path), "-v",
+        )  # fmt: skip
+    finally:
+        server.kill()
+        server.wait(10)
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    (worker,) = run.report["workers"]
+    assert worker["messages"] == 0  # it streamed nothing, to nobody
+    assert (worker["lost"], worker["recovered"], worker["unrecoverable"]) == (0, 60, 0)
+    assert worker["pid"] not in (0, os.getpid())
+    assert worker["max_rss"] >= 6 * MiB
+    assert len(run.report["tests"]) == 60
+    run.result.stdout.fnmatch_lines(
+        ["memstream: warning: gw0 ran on another host and had no address to stream to *"]
+    )

@@ -361,10 +361,14 @@ class RunState:
                 state.sent = _whole(fallback, "sent", state.sent)
                 received = state.numbers.received_upto(last)
                 state.lost = max(0, last + 1 - state.dropped - received)
+                if not state.pid:  # it never reached the sink (another host, say)
+                    state.pid = _whole(fallback, "pid", 0)
             for message in records:
                 key = (worker, message["i"])
                 if key not in self.tests:
-                    self.tests[key] = TestRecord.from_end(worker, message, "fallback")
+                    record = TestRecord.from_end(worker, message, "fallback")
+                    self.tests[key] = record
+                    state.max_rss = max(state.max_rss, record.peak_rss)
                     state.recovered += 1
                     state.last_index = max(state.last_index, message["i"])
                 state.unfinished.pop(message["i"], None)

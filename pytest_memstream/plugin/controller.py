@@ -309,7 +309,9 @@ class Controller:
         # pytest_runtest_logreport: that would cost the controller a call per report.)
         gateway = getattr(getattr(report, "node", None), "gateway", None)
         if gateway is not None:
-            self.state.note_crashed_test(gateway.id, crashitem)
+            from pytest_memstream.protocol.stream import cut_nodeid
+
+            self.state.note_crashed_test(gateway.id, cut_nodeid(crashitem))
 
     # --- the run ------------------------------------------------------------------------
 

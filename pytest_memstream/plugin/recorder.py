@@ -243,6 +243,7 @@ class Recorder:
         self._stream.stop(self.tests, timeout)
         return {
             "version": wire.VERSION,
+            "pid": os.getpid(),
             "sent": self._stream.sent,
             "dropped": self._stream.dropped,
             "last_seq": self._stream.last_seq,
