@@ -45,7 +45,7 @@ MAX_INT = 1 << 53
 
 PHASES = ("setup", "call", "teardown")
 PHASE_OUTCOMES = frozenset({"passed", "failed", "skipped"})
-TEST_OUTCOMES = frozenset({"passed", "failed", "skipped", "error", "crashed"})
+TEST_OUTCOMES = frozenset({"passed", "failed", "skipped", "error", "crashed", "xfailed", "xpassed"})
 PEAK_METHODS = frozenset({"hwm", "sampled"})
 WORKER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pytest_memstream.cli.client import Mirror
+from pytest_memstream.counts import counted
 from pytest_memstream.sizes import format_size
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
@@ -71,7 +72,7 @@ def header(mirror: Mirror, status: Status) -> Text:
     if elapsed:
         text.append(f" {elapsed}")
     # The least useful last: a narrow terminal cuts the line short rather than wrap it.
-    text.append(f" · {totals['tests']} tests done · {status.rate:,.0f} msg/s")
+    text.append(f" · {counted(totals['tests'], 'test')} done · {status.rate:,.0f} msg/s")
     text.append(f" · {totals['lost']} lost", style="red" if totals["lost"] else "")
     text.append(f" · {totals['messages']:,} msgs · pid {run.get('pid', '?')}")
     return text
@@ -187,7 +188,7 @@ def render(
     used = 1 + 1 + 1 + len(mirror.workers()) + 1 + 2 + len(crashes) + 1
     rows = min(top, max(1, height - used - 1))
     parts += [Text(""), workers, Text("")]
-    parts.append(Text(f"top {rows} tests by {sort}", style="bold underline"))
+    parts.append(Text(f"top {counted(rows, 'test')} by {sort}", style="bold underline"))
     parts.append(top_table(mirror, sort, rows, width))
     parts += crashes
     parts.append(footer)

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_memstream.counts import counted
 from pytest_memstream.sizes import format_size
 
 SCHEMA = "pytest-memstream-baseline/1"
@@ -160,8 +161,8 @@ def comparison_lines(comparison: Comparison, top: int) -> list[str]:
             f"{change.nodeid}"
         )
     lines.append(
-        f"memstream: {len(comparison.changes)} tests compared, {len(comparison.new)} new, "
-        f"{len(comparison.gone)} gone"
+        f"memstream: {counted(len(comparison.changes), 'test')} compared, "
+        f"{len(comparison.new)} new, {len(comparison.gone)} gone"
         + (f", {len(comparison.renamed)} renamed" if comparison.renamed else "")
     )
     for old_id, change in comparison.renamed[:NAMES_SHOWN]:
@@ -183,7 +184,7 @@ def comparison_lines(comparison: Comparison, top: int) -> list[str]:
 def increase_lines(offenders: list[Change], percent: float, min_size: int, name: str) -> list[str]:
     """Why ``--memstream-fail-on-increase`` fails the run, one line per test."""
     lines = [
-        f"memstream: FAILED: {len(offenders)} test{'s' if len(offenders) != 1 else ''} grew "
+        f"memstream: FAILED: {counted(len(offenders), 'test')} grew "
         f"by more than {percent:g}% and more than {format_size(min_size)} against "
         f"baseline {name}:"
     ]

@@ -20,7 +20,8 @@ from typing import Any
 from pytest_memstream.collector.report import Report, footer_line, summary_title, top_tests
 from pytest_memstream.sizes import format_size
 
-OUTCOMES = ("passed", "failed", "error", "skipped", "crashed")
+#: In the order of the page script's FILL colours (its code knows "crashed" is 4).
+OUTCOMES = ("passed", "failed", "error", "skipped", "crashed", "xfailed", "xpassed")
 PHASES = ("setup", "call", "teardown")
 
 
@@ -211,7 +212,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
 .legend span{display:inline-block;margin-right:14px}
 .legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px}
 .o-failed,.o-error{color:#c62828}.o-crashed{color:#b00020;font-weight:700}
-.o-skipped{color:#777}
+.o-skipped,.o-xfailed{color:#777}
 </style></head>
 <body data-ready="0">
 <h1>pytest-memstream report</h1>
@@ -223,6 +224,8 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
 ><span><i style="background:#ffcc80"></i>error</span
 ><span><i style="background:#cfd8dc"></i>skipped</span
 ><span><i style="background:#f7c8c8;border:1px solid #d50000"></i>crashed</span
+><span><i style="background:#e1bee7"></i>xfailed</span
+><span><i style="background:#80cbc4"></i>xpassed</span
 ><span>band: a test, from its start RSS to its peak; line: RSS; hover for figures</span></p>
 <div id=wrap><canvas id=plot></canvas><div id=hl hidden></div><div id=tip hidden></div></div>
 <h2>@TOP_TITLE@</h2>
@@ -237,7 +240,9 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
   var t0 = performance.now();
   var D = JSON.parse(document.getElementById("data").textContent);
   var T = D.tests, NW = D.workers.length;
-  var FILL = ["#90caf9", "#ef9a9a", "#ffcc80", "#cfd8dc", "rgba(213,0,0,0.15)"];
+  var FILL = [
+    "#90caf9", "#ef9a9a", "#ffcc80", "#cfd8dc", "rgba(213,0,0,0.15)", "#e1bee7", "#80cbc4"
+  ];
   var ROW = 120, GAP = 26, LEFT = 78, RIGHT = 16, TOP = 8, AXIS = 26;
   var rows = [], top = [], end = 1, i, r;
   for (i = 0; i < NW; i++) { rows.push([]); top.push(1); }
@@ -289,7 +294,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
       ctx.fillStyle = "#222"; ctx.textBaseline = "top";
       ctx.fillText(D.workers[w], 6, y0 + ROW / 2 - 16);
       ctx.fillStyle = "#777";
-      ctx.fillText(row.length + " tests", 6, y0 + ROW / 2);
+      ctx.fillText(row.length + (row.length === 1 ? " test" : " tests"), 6, y0 + ROW / 2);
       ctx.textAlign = "right";
       ctx.fillText(size(top[w]), LEFT - 4, y(top[w]));
       ctx.textBaseline = "bottom"; ctx.fillText("0", LEFT - 4, y0 + ROW);

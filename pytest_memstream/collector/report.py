@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_memstream.counts import counted
 from pytest_memstream.sizes import format_size
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ def top_tests(report: Report, sort: str, top: int) -> list[dict[str, Any]]:
 def summary_title(report: Report, sort: str, top: int) -> str:
     count = report["run"].get("tests", len(report["tests"]))
     shown = count if top == 0 else min(top, count)
-    return f"memstream: top {shown} tests by {_SORT_TITLE[sort]}"
+    return f"memstream: top {counted(shown, 'test')} by {_SORT_TITLE[sort]}"
 
 
 def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> list[str]:
@@ -295,7 +296,7 @@ def _over_limit(test: dict[str, Any]) -> str:
 
 def _worker_line(w: dict[str, Any]) -> str:
     return (
-        f"  {w['id']:<6} pid {w['pid']:<7} {w['status']:<10} {w['tests']} tests, "
+        f"  {w['id']:<6} pid {w['pid']:<7} {w['status']:<10} {counted(w['tests'], 'test')}, "
         f"{w['messages']} messages, {w['lost']} lost, {w['dropped']} dropped, "
         f"{w['recovered']} recovered, {w['unrecoverable']} unrecoverable, "
         f"max RSS {format_size(w['max_rss'])}"
@@ -306,8 +307,8 @@ def footer_line(report: Report) -> str:
     workers = report["workers"]
     run = report["run"]
     parts = [
-        f"{run.get('tests', len(report['tests']))} tests on {len(workers)} "
-        f"worker{'s' if len(workers) != 1 else ''}",
+        f"{counted(run.get('tests', len(report['tests'])), 'test')} on "
+        f"{counted(len(workers), 'worker')}",
         f"{run.get('messages', 0):,} messages",
         f"{sum(w['lost'] for w in workers)} lost",
         f"{sum(w['recovered'] for w in workers)} recovered",
