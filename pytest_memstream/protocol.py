@@ -703,7 +703,7 @@ TEST_VIEW: dict[str, Check] = {
     "peak": _size,
     "rss_end": _size,
     "growth": _growth,
-    "kept": _growth,
+    "kept": lambda value: None if value is None else _growth(value),
     "phase": _text(16),
     "m": _choice(PEAK_METHODS),
     "src": _str(16),

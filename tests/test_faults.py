@@ -81,6 +81,7 @@ def test_crashed_worker_is_a_finding(
     assert crashed["peak_rss"] >= crashed["rss_end"]
     assert len(crashed["samples"]) >= 4
     assert crashed["climb_rate"] > 0
+    assert crashed["kept"] is None  # it never got to its teardown
 
     workers = {w["id"]: w for w in run.report["workers"]}
     victim = workers[crashed["worker"]]
@@ -102,12 +103,55 @@ def test_crashed_worker_is_a_finding(
     assert all(t["outcome"] == "passed" for t in run.report["tests"] if t is not crashed)
     run.result.stdout.re_match_lines(
         [
+            # Its growth and peak, and a blank for what it kept.
+            rf"\s*\+[\d.]+M\s+[\d.]+M\s+{victim['id']}\s+call\s+test_crashy.py::test_crash  "
+            r"\[crashed\]$",
             rf"memstream: worker {victim['id']} crashed while running test_crashy.py::test_crash "
             r"\(phase call, last RSS \d+\.\dM, peak \d+\.\dM, climbing [\d.]+[KMG]/s; "
             r"last samples .*\)",
             rf"memstream: 15 tests on 3 workers, .*crashed: {victim['id']}$",
         ]
     )
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_before_sending_anything_recovers_nothing(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(
+        test_die="""
+        import os
+        import pytest
+
+        def test_dies():
+            os._exit(3)
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_lives(n):
+            pass
+        """
+    )
+    # A worker sends its queue at most once an interval (or for a hungry or failed test):
+    # with an hour's interval, the worker that dies has sent nothing at all.
+    run = run_memstream("-n", "2", "--memstream-interval=3600", "--memstream-top=0")
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    dies = run.test("test_dies")
+    assert dies["outcome"] == "crashed"
+    assert dies["source"] == "xdist"  # known from xdist's crash report alone
+    assert dies["phases"] == {}
+    assert dies["kept"] is None
+    victim = next(w for w in run.report["workers"] if w["id"] == dies["worker"])
+    assert (victim["status"], victim["messages"], victim["recovered"]) == ("crashed", 0, 0)
+    assert len([t for t in run.report["tests"] if t["outcome"] == "passed"]) == 4
+    run.result.stdout.re_match_lines(
+        [
+            rf"\s+{victim['id']}\s+\?\s+test_die.py::test_dies  "
+            r"\[crashed, no figures reached the controller\]$",
+            rf"memstream: worker {victim['id']} crashed while running test_die.py::test_dies "
+            r"\(phase \?, no figures reached the controller\)$",
+        ]
+    )
+    assert "recovered]" not in run.output
 
 
 LOSSY_TESTS = """
@@ -350,6 +394,11 @@ def test_ctrl_c_still_reports(pytester: pytest.Pytester, xdist: list[str]) -> No
     quick = [t for t in report["tests"] if "test_quick" in t["nodeid"]]
     assert len(quick) == 3
     assert all(t["growth"] >= 39 * MiB for t in quick)
+    if not xdist:
+        # Its own process reports the test it interrupted, which never got to its teardown.
+        (blocked,) = [t for t in report["tests"] if t["nodeid"].endswith("test_blocks")]
+        assert blocked["phases"].keys() == {"setup", "call"}
+        assert blocked["kept"] is None
 
 
 def test_exitfirst_reports_what_ran(pytester: pytest.Pytester, run_memstream: RunMemstream) -> None:

@@ -317,6 +317,26 @@ def test_hover_names_every_test_of_a_row(chromium: str, tmp_path: Path) -> None:
     assert dom.body["data-gap-hidden"] == "true"
 
 
+def test_a_test_that_never_finished_shows_no_kept(chromium: str, tmp_path: Path) -> None:
+    report = synthetic_report(20, workers=2)
+    report["tests"][0]["kept"] = None  # as for a test interrupted before its teardown
+    crashed = report["tests"][-1]
+    crashed |= {"kept": None, "phases": {}, "samples": [], "climb_rate": 0.0}
+    page = tmp_path / "unfinished.html"
+    text = render_html(report, "growth", 0).replace("</body>", _SWEEP)
+    rows = re.findall(r"<tr>(.*?)</tr>", text.split("<table id=top>")[1].split("</table>")[0])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows[1:]]
+    # A crash that xdist alone reported has no figures at all; any test may lack a kept.
+    by_id = {row[-1]: row for row in cells}
+    assert by_id["tests/test_boom.py::test_oom"][:3] == ["", "", ""]
+    assert by_id[report["tests"][0]["nodeid"]][2] == ""
+    assert "test_oom</span> in phase call: no figures reached the controller" in text
+    page.write_text(text)
+    dom = load(chromium, page, tmp_path)
+    tip = html.unescape(dom.body["data-tip"])
+    assert tip.splitlines()[2] == "growth +0B, peak 50.0M"
+
+
 @pytest.mark.slow
 def test_real_crash_is_marked_where_the_worker_died(
     pytester: pytest.Pytester, run_memstream: RunMemstream, chromium: str, tmp_path: Path

@@ -126,7 +126,7 @@ _TEST_FIELDS: dict[str, tuple[type, ...]] = {
     "rss_end": (int,),
     "peak_rss": (int,),
     "growth": (int,),
-    "kept": (int,),
+    "kept": (int, type(None)),
     "peak_phase": (str, type(None)),
     "peak_method": (str,),
     "source": (str,),

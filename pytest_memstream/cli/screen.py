@@ -8,6 +8,7 @@ ellipsis; the sparkline narrows on small terminals; the top list shortens to the
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -140,7 +141,11 @@ def _natural(worker_id: str) -> tuple[str, int]:
 
 def top_tests(mirror: Mirror, sort: str, count: int) -> list[dict[str, Any]]:
     key = SORT_FIELDS[sort]
-    return sorted(mirror.tests(), key=lambda t: t[key], reverse=True)[: max(0, count)]
+    # A test that never finished has no ``kept``: last when sorted by it.
+    ranked = sorted(
+        mirror.tests(), key=lambda t: -math.inf if t[key] is None else t[key], reverse=True
+    )
+    return ranked[: max(0, count)]
 
 
 def top_table(mirror: Mirror, sort: str, count: int, width: int) -> Table:
@@ -156,7 +161,7 @@ def top_table(mirror: Mirror, sort: str, count: int, width: int) -> Table:
         table.add_row(
             format_size(test["growth"], signed=True),
             format_size(test["peak"]),
-            format_size(test["kept"], signed=True),
+            "" if test["kept"] is None else format_size(test["kept"], signed=True),
             test["w"],
             Text(
                 shorten(test["id"], room - len(mark)) + mark,

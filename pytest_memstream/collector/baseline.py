@@ -30,13 +30,14 @@ class BaselineError(ValueError):
 
 
 def _measured(report: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Node id -> figures of every test the report measured (not crashed ones).
+    """Node id -> figures of every test the report measured to its end (not one that
+    crashed or was interrupted: it has no ``kept``).
 
     With ``--dist each`` a test runs on every worker; the largest growth stands for it.
     """
     tests: dict[str, dict[str, int]] = {}
     for test in report["tests"]:
-        if test["outcome"] == "crashed":
+        if test["outcome"] == "crashed" or test["kept"] is None:
             continue
         known = tests.get(test["nodeid"])
         if known is None or test["growth"] > known["growth"]:

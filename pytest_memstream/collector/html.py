@@ -17,7 +17,14 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from pytest_memstream.collector.report import Report, footer_line, summary_title, top_tests
+from pytest_memstream.collector.report import (
+    NO_FIGURES,
+    Report,
+    figure_text,
+    footer_line,
+    summary_title,
+    top_tests,
+)
 from pytest_memstream.sizes import format_size
 
 #: In the order of the page script's FILL colours (its code knows "crashed" is 4).
@@ -89,9 +96,9 @@ def _top_table(report: Report, sort: str, top: int) -> str:
         duration = t["finished"] - t["started"]
         body.append(
             "<tr>"
-            f"<td class=num>{format_size(t['growth'], signed=True)}</td>"
-            f"<td class=num>{format_size(t['peak_rss'])}</td>"
-            f"<td class=num>{format_size(t['kept'], signed=True)}</td>"
+            f"<td class=num>{figure_text(t, 'growth', signed=True)}</td>"
+            f"<td class=num>{figure_text(t, 'peak_rss')}</td>"
+            f"<td class=num>{figure_text(t, 'kept', signed=True)}</td>"
             f"<td>{escape(str(t['worker']))}</td>"
             f"<td>{escape(str(t['peak_phase'] or '?'))}</td>"
             f"<td class='o-{escape(str(t['outcome']))}'>{escape(str(t['outcome']))}</td>"
@@ -109,11 +116,15 @@ def _crashes(report: Report) -> str:
             continue
         samples = t.get("samples") or []
         last = " ".join(format_size(rss) for _, rss in samples[-5:])
+        figures = (
+            f"last RSS {format_size(t['rss_end'])}, peak {format_size(t['peak_rss'])}"
+            if t["phases"]
+            else NO_FIGURES
+        )
         items.append(
             f"<li><b>{escape(str(t['worker']))}</b> died running "
             f"<span class=id>{escape(str(t['nodeid']))}</span> in phase "
-            f"{escape(str(t['peak_phase'] or '?'))}: last RSS {format_size(t['rss_end'])}, "
-            f"peak {format_size(t['peak_rss'])}"
+            f"{escape(str(t['peak_phase'] or '?'))}: {figures}"
             + (f"; last samples {escape(last)}" if last else "")
             + "</li>"
         )
@@ -385,7 +396,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
     tip.textContent = r[10] + "\\n" +
       "worker " + D.workers[r[0]] + ", " + D.outcomes[r[1]] + "\\n" +
       "growth " + size(r[7], true) + ", peak " + size(r[6]) +
-      ", kept " + size(r[8], true) + "\\n" +
+      (r[8] === null ? "" : ", kept " + size(r[8], true)) + "\\n" +
       "peak in " + (r[9] >= 0 ? D.phases[r[9]] : "?") +
       ", RSS " + size(r[4]) + " -> " + size(r[5]) + "\\n" +
       "duration " + ((r[3] - r[2]) / 1000).toFixed(3) + "s";

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import json
 import json.encoder
+import math
 import operator
 import os
 import tempfile
@@ -29,6 +30,8 @@ _SORT_FIELD = {"growth": "growth", "peak": "peak_rss", "kept": "kept"}
 _SORT_TITLE = {"growth": "memory growth", "peak": "peak RSS", "kept": "memory kept"}
 
 Report = dict[str, Any]
+#: What a test known only by its id shows (a crashed test that xdist alone reported).
+NO_FIGURES = "no figures reached the controller"
 _INDEX = operator.attrgetter("index")
 _WORKER = operator.attrgetter("worker")
 _STARTED = operator.attrgetter("started")
@@ -118,7 +121,8 @@ class Snapshot:
         """
         records = self.records
         if top is not None and top[1] > 0:
-            key = operator.attrgetter(_SORT_FIELD[top[0]])
+            figure = operator.attrgetter(_SORT_FIELD[top[0]])
+            key = figure if top[0] != "kept" else (lambda r: _ranked(figure(r)))
             # nlargest is sorted(..., reverse=True)[:n]: ties rank as in the full report.
             shown = {id(r) for r in heapq.nlargest(top[1], records, key=key)}
             records = [r for r in records if id(r) in shown or r.outcome == "crashed"]
@@ -169,9 +173,9 @@ def _test_text(record: TestRecord) -> str:
 
     The figures are ints and finite floats (the protocol checks every one), whose str()
     is their JSON, and the names go through json's own string encoder.  A crashed test,
-    with its samples and limit, goes the long way.
+    with its samples and limit, and a test without a ``kept`` go the long way.
     """
-    if record.outcome == "crashed":
+    if record.outcome == "crashed" or record.kept is None:
         return json.dumps(_test_json(record), separators=(",", ":"))
     string = _json_string
     phases = ",".join(
@@ -217,8 +221,19 @@ def _write_atomically(path: Path, pieces: Iterable[str]) -> None:
 
 def top_tests(report: Report, sort: str, top: int) -> list[dict[str, Any]]:
     field = _SORT_FIELD[sort]
-    ranked = sorted(report["tests"], key=lambda t: t[field], reverse=True)
+    ranked = sorted(report["tests"], key=lambda t: _ranked(t[field]), reverse=True)
     return ranked if top == 0 else ranked[:top]
+
+
+def _ranked(figure: int | None) -> float:
+    """A figure to sort by; a test without one (``kept`` of an unfinished test) comes last."""
+    return -math.inf if figure is None else figure
+
+
+def figure_text(test: dict[str, Any], name: str, signed: bool = False) -> str:
+    """A test's figure as the tables show it: blank where there is none."""
+    value = test[name]
+    return "" if value is None or not test["phases"] else format_size(value, signed=signed)
 
 
 def summary_title(report: Report, sort: str, top: int) -> str:
@@ -233,13 +248,13 @@ def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> li
     lines = []
     if verbosity < 0:
         for t in rows:
-            lines.append(f"{format_size(t['growth'], signed=True):>8} {t['nodeid']}{_mark(t)}")
+            lines.append(f"{figure_text(t, 'growth', signed=True):>8} {t['nodeid']}{_mark(t)}")
     else:
         lines.append(f"{'growth':>8}  {'peak':>8}  {'kept':>8}  {'worker':<6}  {'phase':<8}  test")
         for t in rows:
             lines.append(
-                f"{format_size(t['growth'], signed=True):>8}  {format_size(t['peak_rss']):>8}  "
-                f"{format_size(t['kept'], signed=True):>8}  {t['worker']:<6}  "
+                f"{figure_text(t, 'growth', signed=True):>8}  {figure_text(t, 'peak_rss'):>8}  "
+                f"{figure_text(t, 'kept', signed=True):>8}  {t['worker']:<6}  "
                 f"{t['peak_phase'] or '?':<8}  {t['nodeid']}{_mark(t)}"
             )
     for t in report["tests"]:
@@ -261,6 +276,8 @@ def _mark(test: dict[str, Any]) -> str:
         extra.append("sampled peak")
     if test["source"] == "fallback":
         extra.append("recovered")
+    if not test["phases"]:
+        extra.append(NO_FIGURES)
     return f"  [{', '.join(extra)}]" if extra else ""
 
 
@@ -270,7 +287,7 @@ def _crash_line(test: dict[str, Any]) -> str:
     figures = (
         f"last RSS {format_size(test['rss_end'])}, peak {format_size(test['peak_rss'])}{climbing}"
         if test["phases"]
-        else "no figures reached the sink"
+        else NO_FIGURES
     )
     samples = test.get("samples") or []
     tail = ""
