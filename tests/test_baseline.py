@@ -234,7 +234,10 @@ def test_a_run_that_stopped_early_is_not_saved(
     run = run_memstream("-x", "--memstream-save", "-p", "no:xdist")
     assert run.result.ret == pytest.ExitCode.TESTS_FAILED
     run.result.stdout.fnmatch_lines(
-        ["memstream: warning: baseline 'default' not saved: the run stopped early"]
+        [
+            "memstream: warning: baseline 'default' not saved: the run is not complete "
+            "(stopping after 1 failures)"
+        ]
     )
     later = run_memstream("--memstream-compare", "-k", "not fails")
     later.result.stdout.fnmatch_lines(["memstream: warning: no baseline 'default' to compare*"])

@@ -340,5 +340,12 @@ def footer_line(report: Report) -> str:
     if crashed:
         parts.append(f"crashed: {', '.join(crashed)}")
     if not run.get("complete", True):
-        parts.append(f"INCOMPLETE run ({run.get('stopped') or 'stopped early'})")
+        parts.append(f"INCOMPLETE run ({incomplete_reason(run)})")
     return "memstream: " + ", ".join(parts)
+
+
+def incomplete_reason(run: dict[str, Any]) -> str:
+    """Why a run is not complete, and how many of its tests never ran."""
+    reason = run.get("stopped") or "stopped early"
+    not_run = run.get("not_run")
+    return f"{reason}; {counted(not_run, 'test')} never ran" if not_run else reason

@@ -299,6 +299,11 @@ class RunState:
         with self.cond:
             self.tests = {}
 
+    def nodeids(self) -> set[str]:
+        """The node id of every test that has a record."""
+        with self.cond:
+            return {record.nodeid for record in self.tests.values()}
+
     def wait_drained(self, worker: str, last_seq: int | None, quiet: float, timeout: float) -> bool:
         """Wait for ``worker``'s message ``last_seq`` to be applied; True if it was.
 
