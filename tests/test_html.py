@@ -16,6 +16,7 @@ import pytest
 from conftest import MEMORY_TESTS, RunMemstream
 
 from pytest_memstream.collector.html import render_html, write_html
+from pytest_memstream.collector.report import SCHEMA
 
 MiB = 1 << 20
 
@@ -45,11 +46,11 @@ def synthetic_report(tests: int, workers: int = 4, crash: bool = True) -> dict[s
         rows.append(
             _test("tests/test_boom.py::test_oom", "gw1", "crashed", start, 1.0)
             | {"rss_start": rss[1], "rss_end": rss[1] + 900 * MiB, "peak_rss": rss[1] + 900 * MiB}
-            | {"growth": 900 * MiB, "kept": 900 * MiB, "index": 10**6, "peak_method": "sampled"}
+            | {"growth": 900 * MiB, "kept": None, "index": 10**6, "peak_method": "sampled"}
             | {"phases": {}, "samples": samples, "climb_rate": 900.0 * MiB}
         )
     return {
-        "schema": "pytest-memstream/1",
+        "schema": SCHEMA,
         "run": {
             "started": t0,
             "duration": max(clock) - t0 + 1,

@@ -37,7 +37,7 @@ def test_every_ini_key_works(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*memstream: top 2 tests by memory kept*"])
     result.stdout.fnmatch_lines(["memstream: sink tcp://127.0.0.1:*"])
     report = json.loads((pytester.path / "out" / "report.json").read_text())
-    assert report["schema"] == "pytest-memstream/1"
+    assert report["schema"] == "pytest-memstream/2"
     assert report["run"]["endpoint"].startswith("tcp://127.0.0.1:")
     interval = {w["id"]: w for w in report["workers"]}
     assert set(interval) == {"main"}

@@ -1,4 +1,6 @@
-"""The run's report: a JSON document (schema ``pytest-memstream/1``) and its text summary.
+"""The run's report: a JSON document (schema ``pytest-memstream/2``) and its text summary.
+
+docs/versioning.md says when the schema changes, and what each version meant.
 
 The terminal summary is rendered from the same document that ``--memstream-json``
 writes, so that a saved report prints exactly what the run printed.
@@ -24,7 +26,7 @@ from pytest_memstream.sizes import format_size
 if TYPE_CHECKING:
     from pytest_memstream.collector.state import RunState, TestRecord, WorkerState
 
-SCHEMA = "pytest-memstream/1"
+SCHEMA = "pytest-memstream/2"
 #: The field to sort by, in a report's tests and on a TestRecord alike.
 _SORT_FIELD = {"growth": "growth", "peak": "peak_rss", "kept": "kept"}
 _SORT_TITLE = {"growth": "memory growth", "peak": "peak RSS", "kept": "memory kept"}
