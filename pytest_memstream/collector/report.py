@@ -316,7 +316,7 @@ def _over_limit(test: dict[str, Any]) -> str:
 def _worker_line(w: dict[str, Any]) -> str:
     return (
         f"  {w['id']:<6} pid {w['pid']:<7} {w['status']:<10} {counted(w['tests'], 'test')}, "
-        f"{w['messages']} messages, {w['lost']} lost, {w['dropped']} dropped, "
+        f"{counted(w['messages'], 'message')}, {w['lost']} lost, {w['dropped']} dropped, "
         f"{w['recovered']} recovered, {w['unrecoverable']} unrecoverable, "
         f"max RSS {format_size(w['max_rss'])}"
     )
