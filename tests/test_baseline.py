@@ -217,6 +217,17 @@ def test_comparison_logic() -> None:
     assert comparison.increases(0, 6 * MiB) == [comparison.changes[0]]
 
 
+def test_a_test_that_never_finished_is_left_out_of_a_baseline() -> None:
+    report = _report(("done", MiB, "passed"), ("interrupted", MiB, "passed"))
+    report["tests"][1]["kept"] = None  # type: ignore[index]
+    base = baseline_of(report)
+    assert list(base["tests"]) == ["done"]
+    assert check_baseline(json.loads(json.dumps(base))) == base
+    # Nor is it compared, nor listed as gone: it is in the run, without figures to compare.
+    comparison = compare(baseline_of(_report(("interrupted", MiB, "passed"))), report)
+    assert (comparison.changes, comparison.new, comparison.gone) == ([], ["done"], [])
+
+
 @pytest.mark.parametrize(
     "raw",
     [[], {"schema": "pytest-memstream/1"}, {"schema": SCHEMA, "tests": {"a": {"growth": 1}}}],
@@ -233,7 +244,10 @@ def test_a_run_that_stopped_early_is_not_saved(
     run = run_memstream("-x", "--memstream-save", "-p", "no:xdist")
     assert run.result.ret == pytest.ExitCode.TESTS_FAILED
     run.result.stdout.fnmatch_lines(
-        ["memstream: warning: baseline 'default' not saved: the run stopped early"]
+        [
+            "memstream: warning: baseline 'default' not saved: the run is not complete "
+            "(stopping after 1 failures)"
+        ]
     )
     assert "baseline saved" not in run.output
     later = run_memstream("--memstream-compare", "-k", "not fails")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def test_crashed_worker_is_a_finding(
     assert crashed["peak_rss"] >= crashed["rss_end"]
     assert len(crashed["samples"]) >= 4
     assert crashed["climb_rate"] > 0
+    assert crashed["kept"] is None  # it never got to its teardown
 
     workers = {w["id"]: w for w in run.report["workers"]}
     victim = workers[crashed["worker"]]
@@ -102,11 +104,161 @@ def test_crashed_worker_is_a_finding(
     assert all(t["outcome"] == "passed" for t in run.report["tests"] if t is not crashed)
     run.result.stdout.re_match_lines(
         [
+            # Its growth and peak, and a blank for what it kept.
+            rf"\s*\+[\d.]+M\s+[\d.]+M\s+{victim['id']}\s+call\s+test_crashy.py::test_crash  "
+            r"\[crashed\]$",
             rf"memstream: worker {victim['id']} crashed while running test_crashy.py::test_crash "
             r"\(phase call, last RSS \d+\.\dM, peak \d+\.\dM, climbing [\d.]+[KMG]/s; "
             r"last samples .*\)",
             rf"memstream: 15 tests on 3 workers, .*crashed: {victim['id']}$",
         ]
+    )
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_before_sending_anything_recovers_nothing(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(
+        test_die="""
+        import os
+        import pytest
+
+        def test_dies():
+            os._exit(3)
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_lives(n):
+            pass
+        """
+    )
+    # A worker sends its queue at most once an interval (or for a hungry or failed test):
+    # with an hour's interval, the worker that dies has sent nothing at all.
+    run = run_memstream("-n", "2", "--memstream-interval=3600", "--memstream-top=0")
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    dies = run.test("test_dies")
+    assert dies["outcome"] == "crashed"
+    assert dies["source"] == "xdist"  # known from xdist's crash report alone
+    assert dies["phases"] == {}
+    assert dies["kept"] is None
+    victim = next(w for w in run.report["workers"] if w["id"] == dies["worker"])
+    assert (victim["status"], victim["messages"], victim["recovered"]) == ("crashed", 0, 0)
+    assert len([t for t in run.report["tests"] if t["outcome"] == "passed"]) == 4
+    assert (run.report["run"]["complete"], run.report["run"]["not_run"]) == (True, 0)
+    run.result.stdout.re_match_lines(
+        [
+            rf"\s+{victim['id']}\s+\?\s+test_die.py::test_dies  "
+            r"\[crashed, no figures reached the controller\]$",
+            rf"memstream: worker {victim['id']} crashed while running test_die.py::test_dies "
+            r"\(phase \?, no figures reached the controller\)$",
+        ]
+    )
+    assert "recovered]" not in run.output
+
+
+# xdist gives each worker a first chunk of two consecutive tests: one worker runs both
+# crashing tests' first, and so does the other: two crashes at once.
+STOPPED_TESTS = """
+import os, signal
+import pytest
+
+@pytest.mark.parametrize("n", range(4))
+def test_crash(n):
+    if n % 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(3)
+
+@pytest.mark.parametrize("n", range(8))
+def test_after(n):
+    pass
+"""
+
+
+@pytest.mark.slow
+def test_a_run_that_xdist_stopped_is_incomplete_and_saves_no_baseline(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_stopped=STOPPED_TESTS)
+    saved = pytester.path / "base.json"
+    run = run_memstream("-n", "2", "--max-worker-restart=1", f"--memstream-save={saved}")
+    run.result.stdout.fnmatch_lines(["*maximum crashed workers reached: 1*"])
+    outcomes = run.result.parseoutcomes()
+    not_run = 12 - outcomes.get("passed", 0) - outcomes.get("failed", 0)
+    assert not_run > 0
+    facts = run.report["run"]
+    assert (facts["complete"], facts["stopped"], facts["not_run"]) == (
+        False,
+        "stopped early",
+        not_run,
+    )
+    assert not saved.exists()
+    why = f"stopped early; {not_run} tests never ran"
+    run.result.stdout.fnmatch_lines(
+        [
+            f"memstream: * crashed: *, INCOMPLETE run ({why})",
+            f"memstream: warning: baseline {saved} not saved: the run is not complete ({why})",
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_a_crash_that_xdist_recovers_from_did_not_stop_the_run(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    # test_passes and test_dies run on one worker, which has sent nothing when it dies
+    # (an hour's interval): test_passes has no record, yet it ran, and so did the rest.
+    pytester.makepyfile(
+        test_recovered="""
+        import os
+        import pytest
+
+        def test_passes():
+            pass
+
+        def test_dies():
+            os._exit(3)
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_after(n):
+            pass
+        """
+    )
+    run = run_memstream("-n", "2", "--memstream-interval=3600")
+    run.result.assert_outcomes(passed=4, failed=1)
+    assert (run.report["run"]["stopped"], run.report["run"]["not_run"]) == (None, 0)
+    assert "never ran" not in run.output
+
+
+def test_a_run_cut_short_without_a_reason_is_incomplete(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(
+        test_cut="""
+        import pytest
+
+        def test_a():
+            pass
+
+        def test_b():
+            pytest.exit("enough for today", returncode=0)
+
+        def test_c():
+            pass
+
+        def test_d():
+            pass
+        """
+    )
+    run = run_memstream("-p", "no:xdist")
+    assert run.result.ret == pytest.ExitCode.OK
+    facts = run.report["run"]
+    assert (facts["complete"], facts["not_run"]) == (False, 2)
+    assert [t["nodeid"] for t in run.report["tests"]] == [
+        "test_cut.py::test_a",
+        "test_cut.py::test_b",
+    ]
+    run.result.stdout.fnmatch_lines(
+        ["memstream: 2 tests on 1 worker, *INCOMPLETE run (stopped early; 2 tests never ran)"]
     )
 
 
@@ -374,13 +526,19 @@ def test_ctrl_c_still_reports(pytester: pytest.Pytester, xdist: list[str]) -> No
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "memstream: top" in output
-    assert "INCOMPLETE run (interrupted)" in output
+    # Under xdist, the controller may not have heard yet that test_blocks started.
+    assert re.search(r"INCOMPLETE run \(interrupted(; 1 test never ran)?\)", output), output
     report = json.loads(report_path.read_text())
     assert report["run"]["complete"] is False
     assert report["run"]["stopped"] == "interrupted"
     quick = [t for t in report["tests"] if "test_quick" in t["nodeid"]]
     assert len(quick) == 3
     assert all(t["growth"] >= 39 * MiB for t in quick)
+    if not xdist:
+        # Its own process reports the test it interrupted, which never got to its teardown.
+        (blocked,) = [t for t in report["tests"] if t["nodeid"].endswith("test_blocks")]
+        assert blocked["phases"].keys() == {"setup", "call"}
+        assert blocked["kept"] is None
 
 
 def test_exitfirst_reports_what_ran(pytester: pytest.Pytester, run_memstream: RunMemstream) -> None:
@@ -401,7 +559,9 @@ def test_exitfirst_reports_what_ran(pytester: pytest.Pytester, run_memstream: Ru
     assert [t["nodeid"] for t in run.report["tests"]] == ["test_x.py::test_a", "test_x.py::test_b"]
     assert run.report["run"]["complete"] is False
     assert "stopping after 1 failures" in run.report["run"]["stopped"]
-    run.result.stdout.fnmatch_lines(["memstream: 2 tests on 1 worker, *INCOMPLETE run*"])
+    assert run.report["run"]["not_run"] == 1
+    why = "stopping after 1 failures; 1 test never ran"
+    run.result.stdout.fnmatch_lines([f"memstream: 2 tests on 1 worker, *INCOMPLETE run ({why})"])
 
 
 FORGER = """

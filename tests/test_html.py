@@ -17,6 +17,7 @@ import pytest
 from conftest import MEMORY_TESTS, RunMemstream
 
 from pytest_memstream.collector.html import render_html, write_html
+from pytest_memstream.collector.report import SCHEMA
 
 MiB = 1 << 20
 
@@ -46,11 +47,11 @@ def synthetic_report(tests: int, workers: int = 4, crash: bool = True) -> dict[s
         rows.append(
             _test("tests/test_boom.py::test_oom", "gw1", "crashed", start, 1.0)
             | {"rss_start": rss[1], "rss_end": rss[1] + 900 * MiB, "peak_rss": rss[1] + 900 * MiB}
-            | {"growth": 900 * MiB, "kept": 900 * MiB, "index": 10**6, "peak_method": "sampled"}
+            | {"growth": 900 * MiB, "kept": None, "index": 10**6, "peak_method": "sampled"}
             | {"phases": {}, "samples": samples, "climb_rate": 900.0 * MiB}
         )
     return {
-        "schema": "pytest-memstream/1",
+        "schema": SCHEMA,
         "run": {
             "started": t0,
             "duration": max(clock) - t0 + 1,
@@ -316,6 +317,26 @@ def test_hover_names_every_test_of_a_row(chromium: str, tmp_path: Path) -> None:
     assert "peak in call, RSS 50.0M -> 50.0M" in tip
     assert "duration 0.001s" in tip
     assert dom.body["data-gap-hidden"] == "true"
+
+
+def test_a_test_that_never_finished_shows_no_kept(chromium: str, tmp_path: Path) -> None:
+    report = synthetic_report(20, workers=2)
+    report["tests"][0]["kept"] = None  # as for a test interrupted before its teardown
+    crashed = report["tests"][-1]
+    crashed |= {"kept": None, "phases": {}, "samples": [], "climb_rate": 0.0}
+    page = tmp_path / "unfinished.html"
+    text = render_html(report, "growth", 0).replace("</body>", _SWEEP)
+    rows = re.findall(r"<tr>(.*?)</tr>", text.split("<table id=top>")[1].split("</table>")[0])
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows[1:]]
+    # A crash that xdist alone reported has no figures at all; any test may lack a kept.
+    by_id = {row[-1]: row for row in cells}
+    assert by_id["tests/test_boom.py::test_oom"][:3] == ["", "", ""]
+    assert by_id[report["tests"][0]["nodeid"]][2] == ""
+    assert "test_oom</span> in phase call: no figures reached the controller" in text
+    page.write_text(text)
+    dom = load(chromium, page, tmp_path)
+    tip = html.unescape(dom.body["data-tip"])
+    assert tip.splitlines()[2] == "growth +0B, peak 50.0M"
 
 
 @pytest.mark.slow

@@ -237,3 +237,64 @@ def test_a_spike_in_an_early_subtest_counts_for_the_whole_call(
     assert test["peak_phase"] == "call"
     assert test["growth"] >= 95 * MiB
     assert test["phases"]["call"]["peak_rss"] - test["phases"]["call"]["rss_before"] >= 95 * MiB
+
+
+XFAIL_TESTS = """
+import pytest
+
+@pytest.mark.xfail(reason="known bug")
+def test_xfails():
+    assert False
+
+@pytest.mark.xfail(reason="maybe fixed")
+def test_xpasses():
+    pass
+
+@pytest.mark.xfail(strict=True)
+def test_strict_xpass():
+    pass
+
+def test_imperative_xfail():
+    pytest.xfail("not yet")
+
+@pytest.mark.xfail(run=False)
+def test_not_run():
+    pass
+
+@pytest.mark.skip(reason="not today")
+def test_skipped():
+    pass
+"""
+
+
+@pytest.mark.parametrize("workers", [["-p", "no:xdist"], ["-n", "2"]], ids=["single", "xdist"])
+def test_xfail_and_xpass_are_outcomes_of_their_own(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, workers: list[str]
+) -> None:
+    pytester.makepyfile(test_x=XFAIL_TESTS)
+    run = run_memstream(*workers, "--memstream-top=0", "test_x.py")
+    outcomes = {t["nodeid"].removeprefix("test_x.py::"): t["outcome"] for t in run.report["tests"]}
+    # As pytest's own summary counts them: a strict xpass is a failure.
+    assert outcomes == {
+        "test_xfails": "xfailed",
+        "test_xpasses": "xpassed",
+        "test_strict_xpass": "failed",
+        "test_imperative_xfail": "xfailed",
+        "test_not_run": "xfailed",
+        "test_skipped": "skipped",
+    }
+    run.result.stdout.re_match_lines([r".*  test_x.py::test_xfails  \[xfailed\]$"])
+    run.result.stdout.re_match_lines([r".*  test_x.py::test_xpasses  \[xpassed\]$"])
+
+
+def test_one_test_is_counted_as_one(pytester: pytest.Pytester, run_memstream: RunMemstream) -> None:
+    pytester.makepyfile(test_one="def test_alone():\n    pass\n")
+    run = run_memstream("-p", "no:xdist", "-v", "test_one.py")
+    run.result.stdout.fnmatch_lines(
+        [
+            "*= memstream: top 1 test by memory growth =*",
+            "  main * 1 test, * messages, *",
+            "memstream: 1 test on 1 worker, *",
+        ]
+    )
+    assert "1 tests" not in run.output

@@ -76,7 +76,7 @@ def test_disabled_plugin_and_disabled_xdist(pytester: pytest.Pytester) -> None:
     assert gone.ret == pytest.ExitCode.USAGE_ERROR
     alone = pytester.runpytest_subprocess("-p", "no:xdist", "--memstream")
     alone.assert_outcomes(passed=1)
-    alone.stdout.fnmatch_lines(["memstream: 1 tests on 1 worker, *"])
+    alone.stdout.fnmatch_lines(["memstream: 1 test on 1 worker, *"])
 
 
 def test_collect_only_under_xdist(pytester: pytest.Pytester) -> None:

@@ -42,7 +42,7 @@ def test_every_ini_key_works(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*memstream: top 2 tests by memory kept*"])
     result.stdout.fnmatch_lines(["memstream: sink tcp://127.0.0.1:*"])
     report = json.loads((pytester.path / "out" / "report.json").read_text())
-    assert report["schema"] == "pytest-memstream/1"
+    assert report["schema"] == "pytest-memstream/2"
     assert report["run"]["endpoint"].startswith("tcp://127.0.0.1:")
     interval = {w["id"]: w for w in report["workers"]}
     assert set(interval) == {"main"}
@@ -198,7 +198,7 @@ def test_a_boolean_in_either_syntax_turns_it_on(
     (pytester.path / name).write_text(text)
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-k", "keeps")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*memstream: top 1 tests by memory growth*"])
+    result.stdout.fnmatch_lines(["*memstream: top 1 test by memory growth*"])
 
 
 def test_unbindable_endpoint_is_a_clear_error(pytester: pytest.Pytester) -> None:

@@ -102,7 +102,8 @@ def _broken(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "not-json": ("memstream rocks\n", "not JSON"),
         "foreign": (
             json.dumps({"schema": "pytest-memstream-baseline/1", "tests": {}}),
-            "schema 'pytest-memstream-baseline/1' is not 'pytest-memstream/1'",
+            "schema 'pytest-memstream-baseline/1' is not one this version of pytest-memstream "
+            "reads (pytest-memstream/1, pytest-memstream/2)",
         ),
         "no-schema": (json.dumps({"tests": []}), 'no "schema" field'),
         "a-list": ("[1, 2]", "the JSON is a list"),
@@ -176,3 +177,105 @@ def test_prints_a_crash_as_the_run_did(
         " crashed while running test_crashy.py::test_crash " in line
         for line in done.stdout.splitlines()
     )
+
+
+# A report as pytest-memstream wrote it before schema /2 (commit 0a2286f): -n 2, a test
+# that passed, an xfail (then "skipped"), a test whose worker died mid-call (its "kept" a
+# number that meant nothing), and one that only xdist's crash report named (then
+# "fallback", as if recovered).
+REPORT_1 = """{"schema":"pytest-memstream/1","run":{"started":1796579068.4335752,\
+"duration":2.5,"endpoint":"tcp://127.0.0.1:35687","platform":"Linux 6.1.0 x86_64",\
+"python":"3.11.7","pytest":"9.0.1","peak_method":"hwm","complete":true,"stopped":null,\
+"tests":4,"messages":9,"frames":4,"rejected":{}},"workers":[\
+{"id":"gw0","pid":32339,"status":"crashed","tests":2,"messages":6,"lost":0,"dropped":0,\
+"recovered":0,"unrecoverable":0,"max_rss":356515840,"peak_method":"hwm",\
+"crashed_test":"test_v1.py::test_hungry","error":"Not properly terminated"},\
+{"id":"gw1","pid":0,"status":"crashed","tests":1,"messages":0,"lost":0,"dropped":0,\
+"recovered":0,"unrecoverable":0,"max_rss":0,"peak_method":"",\
+"crashed_test":"test_v1.py::test_dies","error":"Not properly terminated"},\
+{"id":"gw2","pid":32355,"status":"complete","tests":1,"messages":3,"lost":0,"dropped":0,\
+"recovered":0,"unrecoverable":0,"max_rss":40161280,"peak_method":"hwm",\
+"crashed_test":null,"error":null}],"tests":[\
+{"nodeid":"test_v1.py::test_passes","worker":"gw0","index":0,"outcome":"passed",\
+"rss_start":40067072,"rss_end":40071168,"peak_rss":61038592,"growth":20971520,\
+"kept":4096,"peak_phase":"call","peak_method":"hwm","source":"stream",\
+"started":1796579068.91,"finished":1796579068.93,"phases":{\
+"setup":{"rss_before":40067072,"rss_after":40067072,"peak_rss":40067072,"duration":0.0002},\
+"call":{"rss_before":40067072,"rss_after":40071168,"peak_rss":61038592,"duration":0.0101},\
+"teardown":{"rss_before":40071168,"rss_after":40071168,"peak_rss":40071168,"duration":0.0001}}},\
+{"nodeid":"test_v1.py::test_xfails","worker":"gw2","index":0,"outcome":"skipped",\
+"rss_start":40067072,"rss_end":40161280,"peak_rss":40161280,"growth":94208,"kept":94208,\
+"peak_phase":"teardown","peak_method":"hwm","source":"stream","started":1796579069.5,\
+"finished":1796579069.52,"phases":{\
+"setup":{"rss_before":40067072,"rss_after":40067072,"peak_rss":40067072,"duration":0.0002},\
+"call":{"rss_before":40067072,"rss_after":40067072,"peak_rss":40067072,"duration":0.0001},\
+"teardown":{"rss_before":40067072,"rss_after":40161280,"peak_rss":40161280,"duration":0.0001}}},\
+{"nodeid":"test_v1.py::test_hungry","worker":"gw0","index":1,"outcome":"crashed",\
+"rss_start":40071168,"rss_end":356515840,"peak_rss":356515840,"growth":316444672,\
+"kept":316444672,"peak_phase":"call","peak_method":"sampled","source":"stream",\
+"started":1796579068.94,"finished":1796579069.2,"phases":{\
+"setup":{"rss_before":40071168,"rss_after":40071168,"peak_rss":40071168,"duration":0.0002},\
+"call":{"rss_before":40071168,"rss_after":356515840,"peak_rss":356515840,"duration":0.0}},\
+"samples":[[1796579069.1,198180864],[1796579069.2,356515840]],"climb_rate":1581672960.0},\
+{"nodeid":"test_v1.py::test_dies","worker":"gw1","index":0,"outcome":"crashed",\
+"rss_start":0,"rss_end":0,"peak_rss":0,"growth":0,"kept":0,"peak_phase":"",\
+"peak_method":"sampled","source":"fallback","started":1796579069.07,\
+"finished":1796579069.07,"phases":{},"samples":[],"climb_rate":0.0}]}
+"""
+
+
+def test_a_report_of_schema_1_reads_as_schema_2(tmp_path: Path) -> None:
+    path = tmp_path / "run-1.json"
+    path.write_text(REPORT_1)
+    page = tmp_path / "run-1.html"
+    done = memstream("report", path, "--top", "0", "--html", page)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "memstream: top 4 tests by memory growth"
+    # What a crashed test kept was never known: blank, as a /2 report says it.
+    assert lines[2].split() == [
+        "+301.8M",
+        "340.0M",
+        "gw0",
+        "call",
+        "test_v1.py::test_hungry",
+        "[crashed]",
+    ]
+    assert lines[3].split()[:3] == ["+20.0M", "58.2M", "+4.0K"]
+    # Named by xdist alone: nothing was recovered, and it says so.
+    assert lines[5].split() == [
+        "gw1", "?", "test_v1.py::test_dies", "[crashed,", "no", "figures", "reached", "the",
+        "controller]",
+    ]  # fmt: skip
+    assert "recovered]" not in done.stdout
+    assert (
+        "memstream: worker gw1 crashed while running test_v1.py::test_dies "
+        "(phase ?, no figures reached the controller)" in lines
+    )
+    assert lines[-2].startswith("memstream: 4 tests on 3 workers, 9 messages, 0 lost, ")
+    assert "test_v1.py::test_hungry" in page.read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"schema": "pytest-memstream/3"}, "schema 'pytest-memstream/3' is not one this version"),
+        ({"kept": None}, '"tests"[3].kept is null, not what a report holds'),
+        ({"outcome": "xfailed"}, "\"tests\"[3].outcome 'xfailed' is not an outcome of "),
+    ],
+)
+def test_what_no_version_wrote_is_refused(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    document = json.loads(REPORT_1)
+    if "schema" in change:
+        document |= change
+    else:
+        document["tests"][3] |= change  # /1 had no null kept, no xfailed outcome
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(document))
+    done = memstream("report", path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"memstream report: {path}: "), done.stderr
+    assert message in done.stderr
+    assert done.stderr.count("\n") == 1

@@ -46,7 +46,7 @@ def test_a_symlink_is_followed_and_its_target_written_in_place(
         assert link.is_symlink(), kind
         assert os.readlink(link) == f"real/{kind}-target.json"
         assert (real / f"{kind}-target.json").stat().st_size > 0, kind
-    assert json.loads((real / "json-target.json").read_text())["schema"] == "pytest-memstream/1"
+    assert json.loads((real / "json-target.json").read_text())["schema"] == "pytest-memstream/2"
     assert json.loads((real / "save-target.json").read_text())["tests"]
     assert leftovers(pytester.path, real) == []
     result.stdout.fnmatch_lines(["memstream: JSON report written to */json.json"])

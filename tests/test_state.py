@@ -135,6 +135,7 @@ def test_a_crashed_worker_keeps_its_finished_tests_and_names_the_running_one() -
     assert hungry.growth == 200 * MiB
     assert hungry.peak_phase == "call"
     assert hungry.climb_rate == 50 * MiB
+    assert hungry.kept is None  # it never got to its teardown
     assert state.tests[("gw0", 0)].growth == 5 * MiB
 
 
@@ -146,6 +147,9 @@ def test_xdist_crash_report_fills_in_when_the_stream_never_said() -> None:
     state.note_crashed_test("gw1", "t.py::test_x")  # said once only
     crashed = [t for t in state.tests.values() if t.outcome == "crashed"]
     assert [t.nodeid for t in crashed] == ["t.py::test_x"]
+    # Known from xdist alone: nothing was recovered, and there are no figures.
+    assert (crashed[0].source, crashed[0].kept, crashed[0].phases) == ("xdist", None, {})
+    assert state.workers["gw1"].recovered == 0
 
 
 def test_sampled_peak_probe_reports_the_largest_sample() -> None:
@@ -237,7 +241,10 @@ def test_the_json_file_is_the_whole_document_byte_for_byte(
     assert streamed.read_bytes() == dumped.read_bytes()
     document = json.loads(streamed.read_text())
     assert len(document["tests"]) == 3 * len(nodeids) + 1 + 2
-    assert {t["source"] for t in document["tests"]} == {"stream", "fallback"}
+    assert {t["source"] for t in document["tests"]} == {"stream", "fallback", "xdist"}
+    # Written the long way: a test without a teardown, and a crashed one, keep nothing known.
+    assert [t["kept"] for t in document["tests"] if t["source"] == "fallback"] == [None]
+    assert {t["kept"] for t in document["tests"] if t["outcome"] == "crashed"} == {None}
     assert {t["outcome"] for t in document["tests"]} >= {"crashed", "skipped", "error"}
     # No stray file beside it: the file was written to a temporary name and renamed.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dumped.json", "streamed.json"]
@@ -294,5 +301,6 @@ def test_a_tests_figures_are_the_same_with_three_phases_or_fewer(
     assert (three.rss_end, three.kept) == (start + 6 * MiB, 6 * MiB)
     assert two.peak_rss == max(start, peaks[0] * MiB, peaks[1] * MiB)
     assert two.rss_end == start + 4 * MiB
+    assert two.kept is None  # what a test kept is known once its teardown is over
     if phase in ("setup", "call") and peaks[2] * MiB <= two.peak_rss:
         assert two.peak_phase == phase

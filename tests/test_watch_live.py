@@ -197,3 +197,5 @@ def test_a_crashed_worker_reaches_the_viewer(pytester: pytest.Pytester) -> None:
     state = replay(watch.events)
     crashed = state["w/" + totals["crashed"][0]]
     assert crashed["crashed_test"] == "test_crashing.py::test_dies"
+    died = [v for k, v in state.items() if k.startswith("t/") and v["nodeid"].endswith("test_dies")]
+    assert [v["kept"] for v in died] == [None]  # it never got to its teardown

@@ -130,3 +130,16 @@ def test_the_top_list_shortens_to_the_height() -> None:
     lines = console.export_text().splitlines()
     assert len(lines) <= 16
     assert any(line.startswith("top ") and "tests by growth" in line for line in lines)
+
+
+def test_a_test_that_never_finished_shows_no_kept_and_sorts_last_by_it() -> None:
+    mirror = screen_mirror()
+    crashed = dict(
+        record_value(30), nodeid="test_a.py::test_boom", worker="gw1", outcome="crashed", kept=None
+    )
+    mirror.apply(11, {"t/gw1/30": crashed})
+    console = Console(width=100, height=60, record=True, color_system=None)
+    console.print(render(mirror, Status("tcp://x"), 100, 60, 31, "kept"))
+    lines = console.export_text().splitlines()
+    top = lines[lines.index("top 31 tests by kept") + 2 :][:31]
+    assert top[-1].split() == ["+30B", "130B", "gw1", "test_a.py::test_boom", "[crashed]"]

@@ -2,6 +2,7 @@
 
 The file is checked before it is used: a half-written, foreign or damaged report is one
 clear line naming the file and what is wrong with it (exit status 2), never a traceback.
+Every schema this project ever wrote is read (docs/versioning.md), as the current one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pytest_memstream.collector.html import write_html
 from pytest_memstream.collector.report import SCHEMA, Report, summary_lines, summary_title
 
 EXIT_OK, EXIT_BAD_FILE = 0, 2
+#: The first schema; what changed since is in docs/versioning.md.
+SCHEMA_1 = "pytest-memstream/1"
+SCHEMAS_READ = (SCHEMA_1, SCHEMA)
 
 
 class BadReport(Exception):
@@ -92,7 +96,22 @@ def load_report(path: Path) -> Report:
         raise BadReport(f"not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     check_report(document)
     report: Report = document
+    if report["schema"] == SCHEMA_1:
+        _read_as_2(report)
     return report
+
+
+def _read_as_2(report: Report) -> None:
+    """A ``pytest-memstream/1`` report in the meaning of ``/2``: the ``kept`` of a test that
+    never finished its teardown (crashed or interrupted) was a number that meant nothing,
+    and a crashed test that only xdist's crash report named said it came from the
+    ``fallback``."""
+    for test in report["tests"]:
+        if test["outcome"] == "crashed" or "teardown" not in test["phases"]:
+            test["kept"] = None
+        if test["outcome"] == "crashed" and not test["phases"] and test["source"] == "fallback":
+            test["source"] = "xdist"
+    report["schema"] = SCHEMA
 
 
 _NUMBER = (int, float)
@@ -100,6 +119,7 @@ _RUN_FIELDS: dict[str, tuple[type, ...]] = {
     "started": _NUMBER,
     "duration": _NUMBER,
     "messages": (int,),
+    "not_run": (int,),
 }
 #: What only a crashed test has.
 _CRASH_FIELDS: dict[str, tuple[type, ...]] = {
@@ -126,7 +146,7 @@ _TEST_FIELDS: dict[str, tuple[type, ...]] = {
     "rss_end": (int,),
     "peak_rss": (int,),
     "growth": (int,),
-    "kept": (int,),
+    "kept": (int, type(None)),  # /1: always a number (see _TEST_FIELDS_1)
     "peak_phase": (str, type(None)),
     "peak_method": (str,),
     "source": (str,),
@@ -134,17 +154,23 @@ _TEST_FIELDS: dict[str, tuple[type, ...]] = {
     "finished": _NUMBER,
     "phases": (dict,),
 }
+_TEST_FIELDS_1 = dict(_TEST_FIELDS, kept=(int,))
+_OUTCOMES_1 = ("passed", "failed", "skipped", "error", "crashed")
+_OUTCOMES = {SCHEMA_1: _OUTCOMES_1, SCHEMA: (*_OUTCOMES_1, "xfailed", "xpassed")}
 
 
 def check_report(document: Any) -> None:
-    """Raise BadReport unless ``document`` is a ``pytest-memstream/1`` report."""
+    """Raise BadReport unless ``document`` is a report of a schema in SCHEMAS_READ."""
     if not isinstance(document, dict):
         raise BadReport(f"not a pytest-memstream report (the JSON is {_kind(document)})")
     schema = document.get("schema")
     if schema is None:
         raise BadReport('not a pytest-memstream report (no "schema" field)')
-    if schema != SCHEMA:
-        raise BadReport(f"schema {schema!r} is not {SCHEMA!r}")
+    if schema not in SCHEMAS_READ:
+        raise BadReport(
+            f"schema {schema!r:.80} is not one this version of pytest-memstream reads "
+            f"({', '.join(SCHEMAS_READ)})"
+        )
     run, workers, tests = document.get("run"), document.get("workers"), document.get("tests")
     if not isinstance(run, dict):
         raise BadReport(f'"run" is {_kind(run)}, expected an object')
@@ -153,7 +179,7 @@ def check_report(document: Any) -> None:
         raise BadReport('"run.rejected" is not an object')
     for name, value, fields in (
         ("workers", workers, _WORKER_FIELDS),
-        ("tests", tests, _TEST_FIELDS),
+        ("tests", tests, _TEST_FIELDS_1 if schema == SCHEMA_1 else _TEST_FIELDS),
     ):
         if not isinstance(value, list):
             raise BadReport(f'"{name}" is {_kind(value)}, expected a list')
@@ -164,6 +190,10 @@ def check_report(document: Any) -> None:
             _check_fields(item, fields, where)
     assert isinstance(tests, list)
     for n, test in enumerate(tests):
+        if test["outcome"] not in _OUTCOMES[schema]:
+            raise BadReport(
+                f'"tests"[{n}].outcome {test["outcome"]!r:.40} is not an outcome of {schema}'
+            )
         samples = test.get("samples", [])
         if not isinstance(samples, list) or not all(
             isinstance(s, list) and len(s) == 2 and all(_is_number(v) for v in s) for s in samples

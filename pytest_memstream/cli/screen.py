@@ -8,6 +8,7 @@ ellipsis; the sparkline narrows on small terminals; the top list shortens to the
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pytest_memstream.cli.client import Mirror
+from pytest_memstream.counts import counted
 from pytest_memstream.sizes import format_size
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
@@ -71,7 +73,7 @@ def header(mirror: Mirror, status: Status) -> Text:
     if elapsed:
         text.append(f" {elapsed}")
     # The least useful last: a narrow terminal cuts the line short rather than wrap it.
-    text.append(f" · {totals['tests']} tests done · {status.rate:,.0f} msg/s")
+    text.append(f" · {counted(totals['tests'], 'test')} done · {status.rate:,.0f} msg/s")
     text.append(f" · {totals['lost']} lost", style="red" if totals["lost"] else "")
     text.append(f" · {totals['messages']:,} msgs · pid {run.get('pid', '?')}")
     return text
@@ -139,7 +141,11 @@ def _natural(worker_id: str) -> tuple[str, int]:
 
 def top_tests(mirror: Mirror, sort: str, count: int) -> list[dict[str, Any]]:
     key = SORT_FIELDS[sort]
-    return sorted(mirror.tests(), key=lambda t: t[key] or 0, reverse=True)[: max(0, count)]
+    # A test that never finished has no ``kept``: last when sorted by it.
+    ranked = sorted(
+        mirror.tests(), key=lambda t: -math.inf if t[key] is None else t[key], reverse=True
+    )
+    return ranked[: max(0, count)]
 
 
 def top_table(mirror: Mirror, sort: str, count: int, width: int) -> Table:
@@ -189,7 +195,7 @@ def render(
     used = 1 + 1 + 1 + len(mirror.workers()) + 1 + 2 + len(crashes) + 1
     rows = min(top, max(1, height - used - 1))
     parts += [Text(""), workers, Text("")]
-    parts.append(Text(f"top {rows} tests by {sort}", style="bold underline"))
+    parts.append(Text(f"top {counted(rows, 'test')} by {sort}", style="bold underline"))
     parts.append(top_table(mirror, sort, rows, width))
     parts += crashes
     parts.append(footer)

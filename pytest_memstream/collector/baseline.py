@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_memstream.counts import counted
 from pytest_memstream.sizes import format_size
 
 SCHEMA = "pytest-memstream-baseline/1"
@@ -29,13 +30,14 @@ class BaselineError(ValueError):
 
 
 def _measured(report: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Node id -> figures of every test the report measured (not crashed ones).
+    """Node id -> figures of every test the report measured to its end (not one that
+    crashed or was interrupted: it has no ``kept``).
 
     With ``--dist each`` a test runs on every worker; the largest growth stands for it.
     """
     tests: dict[str, dict[str, int]] = {}
     for test in report["tests"]:
-        if test["outcome"] == "crashed":
+        if test["outcome"] == "crashed" or test["kept"] is None:
             continue
         known = tests.get(test["nodeid"])
         if known is None or test["growth"] > known["growth"]:
@@ -161,8 +163,8 @@ def comparison_lines(comparison: Comparison, top: int) -> list[str]:
             f"{change.nodeid}"
         )
     lines.append(
-        f"memstream: {len(comparison.changes)} tests compared, {len(comparison.new)} new, "
-        f"{len(comparison.gone)} gone"
+        f"memstream: {counted(len(comparison.changes), 'test')} compared, "
+        f"{len(comparison.new)} new, {len(comparison.gone)} gone"
         + (f", {len(comparison.renamed)} renamed" if comparison.renamed else "")
     )
     for old_id, change in comparison.renamed[:NAMES_SHOWN]:
@@ -184,7 +186,7 @@ def comparison_lines(comparison: Comparison, top: int) -> list[str]:
 def increase_lines(offenders: list[Change], percent: float, min_size: int, name: str) -> list[str]:
     """Why ``--memstream-fail-on-increase`` fails the run, one line per test."""
     lines = [
-        f"memstream: FAILED: {len(offenders)} test{'s' if len(offenders) != 1 else ''} grew "
+        f"memstream: FAILED: {counted(len(offenders), 'test')} grew "
         f"by more than {percent:g}% and more than {format_size(min_size)} against "
         f"baseline {name}:"
     ]

@@ -16,10 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from pytest_memstream.collector.files import write_atomically
-from pytest_memstream.collector.report import Report, footer_line, summary_title, top_tests
+from pytest_memstream.collector.report import (
+    NO_FIGURES,
+    Report,
+    figure_text,
+    footer_line,
+    summary_title,
+    top_tests,
+)
 from pytest_memstream.sizes import format_size
 
-OUTCOMES = ("passed", "failed", "error", "skipped", "crashed")
+#: In the order of the page script's FILL colours (its code knows "crashed" is 4).
+OUTCOMES = ("passed", "failed", "error", "skipped", "crashed", "xfailed", "xpassed")
 PHASES = ("setup", "call", "teardown")
 
 
@@ -87,9 +95,9 @@ def _top_table(report: Report, sort: str, top: int) -> str:
         duration = t["finished"] - t["started"]
         body.append(
             "<tr>"
-            f"<td class=num>{format_size(t['growth'], signed=True)}</td>"
-            f"<td class=num>{format_size(t['peak_rss'])}</td>"
-            f"<td class=num>{format_size(t['kept'], signed=True)}</td>"
+            f"<td class=num>{figure_text(t, 'growth', signed=True)}</td>"
+            f"<td class=num>{figure_text(t, 'peak_rss')}</td>"
+            f"<td class=num>{figure_text(t, 'kept', signed=True)}</td>"
             f"<td>{escape(str(t['worker']))}</td>"
             f"<td>{escape(str(t['peak_phase'] or '?'))}</td>"
             f"<td class='o-{escape(str(t['outcome']))}'>{escape(str(t['outcome']))}</td>"
@@ -107,11 +115,15 @@ def _crashes(report: Report) -> str:
             continue
         samples = t.get("samples") or []
         last = " ".join(format_size(rss) for _, rss in samples[-5:])
+        figures = (
+            f"last RSS {format_size(t['rss_end'])}, peak {format_size(t['peak_rss'])}"
+            if t["phases"]
+            else NO_FIGURES
+        )
         items.append(
             f"<li><b>{escape(str(t['worker']))}</b> died running "
             f"<span class=id>{escape(str(t['nodeid']))}</span> in phase "
-            f"{escape(str(t['peak_phase'] or '?'))}: last RSS {format_size(t['rss_end'])}, "
-            f"peak {format_size(t['peak_rss'])}"
+            f"{escape(str(t['peak_phase'] or '?'))}: {figures}"
             + (f"; last samples {escape(last)}" if last else "")
             + "</li>"
         )
@@ -201,7 +213,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
 .legend span{display:inline-block;margin-right:14px}
 .legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px}
 .o-failed,.o-error{color:#c62828}.o-crashed{color:#b00020;font-weight:700}
-.o-skipped{color:#777}
+.o-skipped,.o-xfailed{color:#777}
 </style></head>
 <body data-ready="0">
 <h1>pytest-memstream report</h1>
@@ -213,6 +225,8 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
 ><span><i style="background:#ffcc80"></i>error</span
 ><span><i style="background:#cfd8dc"></i>skipped</span
 ><span><i style="background:#f7c8c8;border:1px solid #d50000"></i>crashed</span
+><span><i style="background:#e1bee7"></i>xfailed</span
+><span><i style="background:#80cbc4"></i>xpassed</span
 ><span>band: a test, from its start RSS to its peak; line: RSS; hover for figures</span></p>
 <div id=wrap><canvas id=plot></canvas><div id=hl hidden></div><div id=tip hidden></div></div>
 <h2>@TOP_TITLE@</h2>
@@ -227,7 +241,9 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
   var t0 = performance.now();
   var D = JSON.parse(document.getElementById("data").textContent);
   var T = D.tests, NW = D.workers.length;
-  var FILL = ["#90caf9", "#ef9a9a", "#ffcc80", "#cfd8dc", "rgba(213,0,0,0.15)"];
+  var FILL = [
+    "#90caf9", "#ef9a9a", "#ffcc80", "#cfd8dc", "rgba(213,0,0,0.15)", "#e1bee7", "#80cbc4"
+  ];
   var ROW = 120, GAP = 26, LEFT = 78, RIGHT = 16, TOP = 8, AXIS = 26;
   var rows = [], top = [], end = 1, i, r;
   for (i = 0; i < NW; i++) { rows.push([]); top.push(1); }
@@ -279,7 +295,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
       ctx.fillStyle = "#222"; ctx.textBaseline = "top";
       ctx.fillText(D.workers[w], 6, y0 + ROW / 2 - 16);
       ctx.fillStyle = "#777";
-      ctx.fillText(row.length + " tests", 6, y0 + ROW / 2);
+      ctx.fillText(row.length + (row.length === 1 ? " test" : " tests"), 6, y0 + ROW / 2);
       ctx.textAlign = "right";
       ctx.fillText(size(top[w]), LEFT - 4, y(top[w]));
       ctx.textBaseline = "bottom"; ctx.fillText("0", LEFT - 4, y0 + ROW);
@@ -370,7 +386,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
     tip.textContent = r[10] + "\\n" +
       "worker " + D.workers[r[0]] + ", " + D.outcomes[r[1]] + "\\n" +
       "growth " + size(r[7], true) + ", peak " + size(r[6]) +
-      ", kept " + size(r[8], true) + "\\n" +
+      (r[8] === null ? "" : ", kept " + size(r[8], true)) + "\\n" +
       "peak in " + (r[9] >= 0 ? D.phases[r[9]] : "?") +
       ", RSS " + size(r[4]) + " -> " + size(r[5]) + "\\n" +
       "duration " + ((r[3] - r[2]) / 1000).toFixed(3) + "s";

@@ -1,4 +1,6 @@
-"""The run's report: a JSON document (schema ``pytest-memstream/1``) and its text summary.
+"""The run's report: a JSON document (schema ``pytest-memstream/2``) and its text summary.
+
+docs/versioning.md says when the schema changes, and what each version meant.
 
 The terminal summary is rendered from the same document that ``--memstream-json``
 writes, so that a saved report prints exactly what the run printed.
@@ -9,6 +11,7 @@ from __future__ import annotations
 import heapq
 import json
 import json.encoder
+import math
 import operator
 from collections import Counter
 from collections.abc import Iterator
@@ -16,17 +19,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_memstream.collector.files import write_atomically
+from pytest_memstream.counts import counted
 from pytest_memstream.sizes import format_size
 
 if TYPE_CHECKING:
     from pytest_memstream.collector.state import RunState, TestRecord, WorkerState
 
-SCHEMA = "pytest-memstream/1"
+SCHEMA = "pytest-memstream/2"
 #: The field to sort by, in a report's tests and on a TestRecord alike.
 _SORT_FIELD = {"growth": "growth", "peak": "peak_rss", "kept": "kept"}
 _SORT_TITLE = {"growth": "memory growth", "peak": "peak RSS", "kept": "memory kept"}
 
 Report = dict[str, Any]
+#: What a test known only by its id shows (a crashed test that xdist alone reported).
+NO_FIGURES = "no figures reached the controller"
 _INDEX = operator.attrgetter("index")
 _WORKER = operator.attrgetter("worker")
 _STARTED = operator.attrgetter("started")
@@ -116,7 +122,8 @@ class Snapshot:
         """
         records = self.records
         if top is not None and top[1] > 0:
-            key = operator.attrgetter(_SORT_FIELD[top[0]])
+            figure = operator.attrgetter(_SORT_FIELD[top[0]])
+            key = figure if top[0] != "kept" else (lambda r: _ranked(figure(r)))
             # nlargest is sorted(..., reverse=True)[:n]: ties rank as in the full report.
             shown = {id(r) for r in heapq.nlargest(top[1], records, key=key)}
             records = [r for r in records if id(r) in shown or r.outcome == "crashed"]
@@ -167,9 +174,9 @@ def _test_text(record: TestRecord) -> str:
 
     The figures are ints and finite floats (the protocol checks every one), whose str()
     is their JSON, and the names go through json's own string encoder.  A crashed test,
-    with its samples and limit, goes the long way.
+    with its samples and limit, and a test without a ``kept`` go the long way.
     """
-    if record.outcome == "crashed":
+    if record.outcome == "crashed" or record.kept is None:
         return json.dumps(_test_json(record), separators=(",", ":"))
     string = _json_string
     phases = ",".join(
@@ -202,14 +209,25 @@ def write_report(report: Report, path: Path) -> None:
 
 def top_tests(report: Report, sort: str, top: int) -> list[dict[str, Any]]:
     field = _SORT_FIELD[sort]
-    ranked = sorted(report["tests"], key=lambda t: t[field], reverse=True)
+    ranked = sorted(report["tests"], key=lambda t: _ranked(t[field]), reverse=True)
     return ranked if top == 0 else ranked[:top]
+
+
+def _ranked(figure: int | None) -> float:
+    """A figure to sort by; a test without one (``kept`` of an unfinished test) comes last."""
+    return -math.inf if figure is None else figure
+
+
+def figure_text(test: dict[str, Any], name: str, signed: bool = False) -> str:
+    """A test's figure as the tables show it: blank where there is none."""
+    value = test[name]
+    return "" if value is None or not test["phases"] else format_size(value, signed=signed)
 
 
 def summary_title(report: Report, sort: str, top: int) -> str:
     count = report["run"].get("tests", len(report["tests"]))
     shown = count if top == 0 else min(top, count)
-    return f"memstream: top {shown} tests by {_SORT_TITLE[sort]}"
+    return f"memstream: top {counted(shown, 'test')} by {_SORT_TITLE[sort]}"
 
 
 def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> list[str]:
@@ -218,13 +236,13 @@ def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> li
     lines = []
     if verbosity < 0:
         for t in rows:
-            lines.append(f"{format_size(t['growth'], signed=True):>8} {t['nodeid']}{_mark(t)}")
+            lines.append(f"{figure_text(t, 'growth', signed=True):>8} {t['nodeid']}{_mark(t)}")
     else:
         lines.append(f"{'growth':>8}  {'peak':>8}  {'kept':>8}  {'worker':<6}  {'phase':<8}  test")
         for t in rows:
             lines.append(
-                f"{format_size(t['growth'], signed=True):>8}  {format_size(t['peak_rss']):>8}  "
-                f"{format_size(t['kept'], signed=True):>8}  {t['worker']:<6}  "
+                f"{figure_text(t, 'growth', signed=True):>8}  {figure_text(t, 'peak_rss'):>8}  "
+                f"{figure_text(t, 'kept', signed=True):>8}  {t['worker']:<6}  "
                 f"{t['peak_phase'] or '?':<8}  {t['nodeid']}{_mark(t)}"
             )
     for t in report["tests"]:
@@ -246,6 +264,8 @@ def _mark(test: dict[str, Any]) -> str:
         extra.append("sampled peak")
     if test["source"] == "fallback":
         extra.append("recovered")
+    if not test["phases"]:
+        extra.append(NO_FIGURES)
     return f"  [{', '.join(extra)}]" if extra else ""
 
 
@@ -255,7 +275,7 @@ def _crash_line(test: dict[str, Any]) -> str:
     figures = (
         f"last RSS {format_size(test['rss_end'])}, peak {format_size(test['peak_rss'])}{climbing}"
         if test["phases"]
-        else "no figures reached the sink"
+        else NO_FIGURES
     )
     samples = test.get("samples") or []
     tail = ""
@@ -281,8 +301,8 @@ def _over_limit(test: dict[str, Any]) -> str:
 
 def _worker_line(w: dict[str, Any]) -> str:
     return (
-        f"  {w['id']:<6} pid {w['pid']:<7} {w['status']:<10} {w['tests']} tests, "
-        f"{w['messages']} messages, {w['lost']} lost, {w['dropped']} dropped, "
+        f"  {w['id']:<6} pid {w['pid']:<7} {w['status']:<10} {counted(w['tests'], 'test')}, "
+        f"{counted(w['messages'], 'message')}, {w['lost']} lost, {w['dropped']} dropped, "
         f"{w['recovered']} recovered, {w['unrecoverable']} unrecoverable, "
         f"max RSS {format_size(w['max_rss'])}"
     )
@@ -292,8 +312,8 @@ def footer_line(report: Report) -> str:
     workers = report["workers"]
     run = report["run"]
     parts = [
-        f"{run.get('tests', len(report['tests']))} tests on {len(workers)} "
-        f"worker{'s' if len(workers) != 1 else ''}",
+        f"{counted(run.get('tests', len(report['tests'])), 'test')} on "
+        f"{counted(len(workers), 'worker')}",
         f"{run.get('messages', 0):,} messages",
         f"{sum(w['lost'] for w in workers)} lost",
         f"{sum(w['recovered'] for w in workers)} recovered",
@@ -308,5 +328,12 @@ def footer_line(report: Report) -> str:
     if crashed:
         parts.append(f"crashed: {', '.join(crashed)}")
     if not run.get("complete", True):
-        parts.append(f"INCOMPLETE run ({run.get('stopped') or 'stopped early'})")
+        parts.append(f"INCOMPLETE run ({incomplete_reason(run)})")
     return "memstream: " + ", ".join(parts)
+
+
+def incomplete_reason(run: dict[str, Any]) -> str:
+    """Why a run is not complete, and how many of its tests never ran."""
+    reason = run.get("stopped") or "stopped early"
+    not_run = run.get("not_run")
+    return f"{reason}; {counted(not_run, 'test')} never ran" if not_run else reason

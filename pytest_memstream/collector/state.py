@@ -50,6 +50,8 @@ class TestRecord:
     index: int
     outcome: str
     method: str
+    #: ``stream``, ``fallback`` (the worker's own copy), or ``xdist`` (a crashed test
+    #: known only from xdist's crash report: without figures).
     source: str
     #: ``phase -> [rss_before, rss_after, peak_rss, duration]``
     phases: dict[str, Sequence[Any]]
@@ -60,7 +62,9 @@ class TestRecord:
     peak_rss: int = 0
     peak_phase: str = ""
     growth: int = 0
-    kept: int = 0
+    #: None for a test that never finished its teardown (it crashed, or the run was
+    #: interrupted): what a test kept is only known once its fixtures are gone.
+    kept: int | None = None
     #: Only for a crashed test: its last samples and how fast RSS was climbing (bytes/s).
     samples: Sequence[list[Any]] = ()
     climb_rate: float = 0.0
@@ -90,7 +94,8 @@ class TestRecord:
             return
         self.rss_start, self.rss_end, self.peak_rss = start, end, peak
         self.growth = peak - start
-        self.kept = end - start
+        if "teardown" in phases:
+            self.kept = end - start
 
     @classmethod
     def from_end(cls, worker: str, message: Message, source: str) -> TestRecord:
@@ -299,6 +304,11 @@ class RunState:
         with self.cond:
             self.tests = {}
 
+    def nodeids(self) -> set[str]:
+        """The node id of every test that has a record."""
+        with self.cond:
+            return {record.nodeid for record in self.tests.values()}
+
     def wait_drained(self, worker: str, last_seq: int | None, quiet: float, timeout: float) -> bool:
         """Wait for ``worker``'s message ``last_seq`` to be applied; True if it was.
 
@@ -430,13 +440,16 @@ class RunState:
         record.rss_end = running.rss
         record.peak_rss = max(record.peak_rss, running.peak)
         record.growth = record.peak_rss - record.rss_start
-        record.kept = record.rss_end - record.rss_start
+        record.kept = None  # even if it died in its teardown
         self.tests[(state.id, running.index)] = record
         state.crashed = running.nodeid
         state.running = None
 
     def note_crashed_test(self, worker: str, nodeid: str) -> None:
-        """xdist says ``nodeid`` was running when ``worker`` died; keep it if the stream did not."""
+        """xdist says ``nodeid`` was running when ``worker`` died; keep it if the stream did not.
+
+        Its only source is xdist's crash report: no figure of it reached the controller.
+        """
         with self.cond:
             state = self.workers.setdefault(worker, WorkerState(worker))
             if state.crashed:
@@ -444,7 +457,7 @@ class RunState:
             state.last_index += 1
             now = time.time()
             self.tests[(worker, state.last_index)] = TestRecord(
-                nodeid, worker, state.last_index, "crashed", "sampled", "fallback", {}, now, now
+                nodeid, worker, state.last_index, "crashed", "sampled", "xdist", {}, now, now
             )
             state.crashed = nodeid
             state.status = "crashed"

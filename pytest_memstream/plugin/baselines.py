@@ -24,7 +24,7 @@ from pytest_memstream.collector.baseline import (
     comparison_title,
     increase_lines,
 )
-from pytest_memstream.collector.report import write_report
+from pytest_memstream.collector.report import incomplete_reason, write_report
 from pytest_memstream.plugin.options import DEFAULT_BASELINE, Settings
 
 CACHE_KEY = "memstream/baselines/"
@@ -63,7 +63,8 @@ class Baselines:
                 self._compare(baseline, report, _label(against))
         if settings.save is not None and not complete:
             self.problems.append(
-                f"baseline {_label(settings.save)} not saved: the run stopped early"
+                f"baseline {_label(settings.save)} not saved: the run is not complete "
+                f"({incomplete_reason(report['run'])})"
             )
         elif settings.save is not None:
             self._save(settings.save, baseline_of(report))

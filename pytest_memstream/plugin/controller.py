@@ -12,7 +12,7 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -233,6 +233,10 @@ class Controller:
         #: Workers on other hosts that were given no address to stream to.
         self.remote_unstreamed: list[str] = []
         self._started = starter.began
+        #: The selected tests that have not started (None until they are known): xdist
+        #: says nothing when it stops giving out tests, so what is left at the end (and
+        #: has no record either) never ran.
+        self._unstarted: set[str] | None = None
         self.baselines: Baselines | None = None
         if settings.baselines_wanted:
             from pytest_memstream.plugin.baselines import Baselines
@@ -303,6 +307,17 @@ class Controller:
                 "what it lost was filled in from the worker's own records"
             )
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
+        if self._unstarted is None:  # a replacement worker collects the same tests again
+            self._unstarted = set(ids)
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        # Not only the records: a test whose figures died with its worker (or that never
+        # finished) has none, yet it ran.
+        if self._unstarted:
+            self._unstarted.discard(nodeid)
+
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport) -> None:
         # xdist's report for the test a worker died in; it carries the worker node.  (Not
@@ -334,6 +349,8 @@ class Controller:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # Without xdist (under it the workers collect, and this hook does not run here).
+        self._unstarted = {item.nodeid for item in session.items}
         if self.local_failure:
             from pytest_memstream.plugin.limits import check_unmeasured
 
@@ -395,6 +412,9 @@ class Controller:
         if unmeasured and not stopped:
             # Not the whole run: no baseline is saved from it.
             stopped = f"tests ran unmeasured on {', '.join(unmeasured)}"
+        not_run = self._not_run()
+        if not_run and not stopped:
+            stopped = "stopped early"  # as xdist does after too many crashed workers
         settings = self.settings
         # The JSON file is written from the snapshot itself: only the HTML report and
         # the baselines need every test's entry in the document.
@@ -404,7 +424,7 @@ class Controller:
         # process's start-up is one the whole run waits.
         from pytest_memstream.collector.report import Snapshot
 
-        snapshot = Snapshot(self.state, self._run_facts(stopped))
+        snapshot = Snapshot(self.state, self._run_facts(stopped, not_run))
         self.report = snapshot.document(top)
         if self.settings.json_path is not None:
             try:
@@ -451,7 +471,13 @@ class Controller:
         else:
             self.html_written = True
 
-    def _run_facts(self, stopped: str) -> dict[str, Any]:
+    def _not_run(self) -> int:
+        """How many selected tests never ran: neither started nor left a record."""
+        if not self._unstarted:
+            return 0
+        return len(self._unstarted - self.state.nodeids())
+
+    def _run_facts(self, stopped: str, not_run: int) -> dict[str, Any]:
         methods = sorted({w.method for w in self.state.workers.values() if w.method})
         return {
             "started": self._started,
@@ -463,6 +489,7 @@ class Controller:
             "peak_method": methods[0] if len(methods) == 1 else ",".join(methods) or None,
             "complete": not stopped,
             "stopped": stopped or None,
+            "not_run": not_run,
         }
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 PHASES = ("setup", "call", "teardown")
 PHASE_OUTCOMES = frozenset({"passed", "failed", "skipped"})
-TEST_OUTCOMES = frozenset({"passed", "failed", "skipped", "error", "crashed"})
+TEST_OUTCOMES = frozenset({"passed", "failed", "skipped", "error", "crashed", "xfailed", "xpassed"})
 #: How a peak was obtained: the kernel's high-water mark, or the largest sample.
 PEAK_METHODS = frozenset({"hwm", "sampled"})
 #: What a memory limit is on.
