@@ -23,7 +23,7 @@ from benchmarks import (
     scale,
     throughput,
 )
-from benchmarks.common import ROOT, environment_lines, load_average
+from benchmarks.common import ROOT, environment_lines, load_average, rule_table
 
 PARTS: dict[str, Callable[[bool], str]] = {
     "overhead": overhead.run_part,
@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         text += f"\n_{part}: {took:.0f} s_\n"
         print(text, flush=True)
         sections.append(text)
+    rule = rule_table()
+    print(rule, flush=True)
+    # First in the file: the figures the project is held to.
+    sections.insert(4, rule)
     footer = (
         f"Whole run: {time.monotonic() - started:.0f} s; load average at the end: {load_average()}."
     )

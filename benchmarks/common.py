@@ -87,6 +87,53 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "**MISS**"
 
 
+#: The overhead rule (issue 17): what is measured, its budget, and where it is measured.
+RULE_INSTRUCTIONS = 1.08
+RULE_TRIVIAL_WALL = 1.15
+RULE_REAL_WALL = 1.03
+RULE_PAIRS = 16
+
+
+@dataclass
+class RuleFigure:
+    what: str
+    figure: float
+    budget: float
+    detail: str
+
+    def row(self) -> list[str]:
+        return [
+            self.what,
+            f"{self.figure:.3f}×",
+            f"≤ {self.budget}×",
+            verdict(self.figure <= self.budget),
+            self.detail,
+        ]
+
+
+#: Figures of the overhead rule found by the parts of this run, for the summary table.
+RULE: list[RuleFigure] = []
+
+
+def rule_table() -> str:
+    """The overhead rule's figures of this run, PASS or MISS each."""
+    table = Table("The overhead rule", ["figure", "measured", "budget", "verdict", "from"])
+    for figure in RULE:
+        table.add(*figure.row())
+    if not RULE:
+        table.notes.append(
+            "No part of this run measures it (`--only overhead` and `instructions` do)."
+        )
+    table.notes.append(
+        "The rule: the trivial suite under `-n 2` costs at most "
+        f"{RULE_INSTRUCTIONS}× the instructions of the plugin off, and its wall time, the "
+        f"median of at least {RULE_PAIRS} alternating pairs, at most {RULE_TRIVIAL_WALL}× (a "
+        "guard against regressions: this machine cannot resolve a few percent); real suites "
+        f"cost at most {RULE_REAL_WALL}× in wall time."
+    )
+    return table.markdown()
+
+
 @dataclass
 class Table:
     """A markdown table with a title and notes beneath it."""

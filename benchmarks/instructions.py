@@ -21,8 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import suites
-from benchmarks.common import Table, disable_except, pytest_command, run, show_command, verdict
-from benchmarks.overhead import BUDGET
+from benchmarks.common import (
+    RULE,
+    RULE_INSTRUCTIONS,
+    RuleFigure,
+    Table,
+    disable_except,
+    pytest_command,
+    run,
+    show_command,
+    verdict,
+)
+
+BUDGET = RULE_INSTRUCTIONS
 
 WORKERS = 2
 #: The plugin's default --memstream-interval, which the valgrind run scales.
@@ -123,6 +134,14 @@ def run_part(long: bool) -> str:
             f"{(b - a) / tests / 1000:,.0f} k",
             verdict(b / a <= BUDGET) if label == "all" else "",
         )
+    RULE.append(
+        RuleFigure(
+            f"instructions, trivial suite, `-n {WORKERS}`",
+            on.total / off.total,
+            BUDGET,
+            "part 1b, valgrind over every process",
+        )
+    )
     shown = show_command([valgrind, "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes"])
     table.notes += [
         f"The trivial suite ({tests:,} tests) under `-n {WORKERS}`, one run each, the plugin "

@@ -130,3 +130,23 @@ def trivial_count() -> int:
 
 def mixed_count() -> int:
     return len(MEMORY_TESTS) + MIXED_SLEEPERS + MIXED_PLAIN
+
+
+#: A real suite: numpy's own tests of these packages, as installed with numpy.
+NUMPY_PACKAGES = ("numpy.linalg", "numpy.fft", "numpy.random")
+
+
+def numpy_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("numpy", "hypothesis"))
+
+
+def write_numpy(root: Path) -> Path:
+    """A directory to run numpy's tests from (``NUMPY_ARGS``): only an ini file."""
+    root.mkdir(parents=True, exist_ok=True)
+    _write_ini(root)
+    return root
+
+
+NUMPY_ARGS = ("--pyargs", *NUMPY_PACKAGES)
