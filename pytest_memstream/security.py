@@ -81,7 +81,14 @@ class RunKeys:
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
         self.server = KeyPair(derive(secret, "server"))
-        self.viewer = KeyPair(derive(secret, "viewer"))
+        self._viewer: KeyPair | None = None
+
+    @property
+    def viewer(self) -> KeyPair:
+        # Made when a viewer first asks: a run nobody watches never pays for it.
+        if self._viewer is None:
+            self._viewer = KeyPair(derive(self.secret, "viewer"))
+        return self._viewer
 
     def worker(self, worker: str) -> bytes:
         """The secret key of ``worker``'s stream (its public key is derived from it)."""

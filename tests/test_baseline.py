@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import RunMemstream, table_rows
+from runs import RunMemstream, table_rows
 
 from pytest_memstream.collector.baseline import (
     SCHEMA,

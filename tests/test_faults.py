@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import WAIT_UNTIL_STREAMED, RunMemstream
+from runs import WAIT_UNTIL_STREAMED, RunMemstream
 
 from pytest_memstream.faults import ENV
 

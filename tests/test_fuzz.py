@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import RunMemstream
+from runs import RunMemstream
 
 # A controller-side plugin: once both workers are streaming, it throws hostile frames at
 # the sink, waits (with a deadline) until the sink has counted every one it can count,

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MEMORY_TESTS, RunMemstream
+from runs import MEMORY_TESTS, RunMemstream
 
 from pytest_memstream.collector.html import render_html, write_html
-from pytest_memstream.collector.report import SCHEMA
+from pytest_memstream.collector.schema import SCHEMA
 
 MiB = 1 << 20
 
 
 def synthetic_report(tests: int, workers: int = 4, crash: bool = True) -> dict[str, Any]:
-    """A report document as build_report makes it, without running anything."""
+    """A report document as Snapshot.document makes it, without running anything."""
     t0 = 1_700_000_000.0
     clock = [t0] * workers
     rss = [50 * MiB] * workers

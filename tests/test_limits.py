@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import WAIT_UNTIL_STREAMED, RunMemstream
+from runs import WAIT_UNTIL_STREAMED, RunMemstream
 
 MiB = 1 << 20
 

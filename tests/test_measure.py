@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from conftest import MEMORY_TESTS, RunMemstream
+from runs import MEMORY_TESTS, RunMemstream
 
 MiB = 1 << 20
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MEMORY_TESTS, RunMemstream, table_rows
+from runs import MEMORY_TESTS, RunMemstream, table_rows
 
 from pytest_memstream import SORT_KEYS
 

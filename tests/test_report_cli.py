@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MEMORY_TESTS, RunMemstream
+from runs import MEMORY_TESTS, RunMemstream
 from test_html import synthetic_report
 
 

@@ -12,7 +12,6 @@ import pytest
 from pytest_memstream.collector import report
 from pytest_memstream.collector.report import (
     Snapshot,
-    build_report,
     summary_lines,
     summary_title,
     write_report,
@@ -176,8 +175,8 @@ def test_a_summary_only_report_prints_what_the_whole_one_does(sort: str, top: in
         state.accept(*w.frame([w.msg("start", i=40, id="t.py::test_dies", rss=100 * MiB)]))
         state.finish_worker(worker, None, "crashed")
     run = {"started": 1000.0, "duration": 1.0, "complete": True}
-    whole = build_report(state, run)
-    summary = build_report(state, run, (sort, top))
+    whole = Snapshot(state, run).document()
+    summary = Snapshot(state, run).document((sort, top))
     assert whole["run"]["tests"] == summary["run"]["tests"] == 82
     if top:
         assert len(summary["tests"]) < len(whole["tests"])

@@ -15,12 +15,21 @@ from typing import Any
 
 from pytest_memstream import SORT_KEYS
 from pytest_memstream.collector.html import write_html
-from pytest_memstream.collector.report import SCHEMA, Report, summary_lines, summary_title
+from pytest_memstream.collector.report import Report, summary_lines, summary_title
+from pytest_memstream.collector.schema import (
+    OUTCOMES,
+    SCHEMA,
+    SCHEMA_1,
+    SCHEMAS_READ,
+    CrashedTestEntry,
+    EntryError,
+    RunEntry,
+    WorkerEntry,
+    check_entry,
+    kind,
+)
 
 EXIT_OK, EXIT_BAD_FILE = 0, 2
-#: The first schema; what changed since is in docs/versioning.md.
-SCHEMA_1 = "pytest-memstream/1"
-SCHEMAS_READ = (SCHEMA_1, SCHEMA)
 
 
 class BadReport(Exception):
@@ -114,55 +123,10 @@ def _read_as_2(report: Report) -> None:
     report["schema"] = SCHEMA
 
 
-_NUMBER = (int, float)
-_RUN_FIELDS: dict[str, tuple[type, ...]] = {
-    "started": _NUMBER,
-    "duration": _NUMBER,
-    "messages": (int,),
-    "not_run": (int,),
-}
-#: What only a crashed test has.
-_CRASH_FIELDS: dict[str, tuple[type, ...]] = {
-    "climb_rate": (*_NUMBER, type(None)),
-    "limit": (dict, type(None)),
-}
-_WORKER_FIELDS: dict[str, tuple[type, ...]] = {
-    "id": (str,),
-    "pid": (int, type(None)),
-    "status": (str,),
-    "tests": (int,),
-    "messages": (int,),
-    "lost": (int,),
-    "dropped": (int,),
-    "recovered": (int,),
-    "unrecoverable": (int,),
-    "max_rss": (int,),
-}
-_TEST_FIELDS: dict[str, tuple[type, ...]] = {
-    "nodeid": (str,),
-    "worker": (str,),
-    "outcome": (str,),
-    "rss_start": (int,),
-    "rss_end": (int,),
-    "peak_rss": (int,),
-    "growth": (int,),
-    "kept": (int, type(None)),  # /1: always a number (see _TEST_FIELDS_1)
-    "peak_phase": (str, type(None)),
-    "peak_method": (str,),
-    "source": (str,),
-    "started": _NUMBER,
-    "finished": _NUMBER,
-    "phases": (dict,),
-}
-_TEST_FIELDS_1 = dict(_TEST_FIELDS, kept=(int,))
-_OUTCOMES_1 = ("passed", "failed", "skipped", "error", "crashed")
-_OUTCOMES = {SCHEMA_1: _OUTCOMES_1, SCHEMA: (*_OUTCOMES_1, "xfailed", "xpassed")}
-
-
 def check_report(document: Any) -> None:
     """Raise BadReport unless ``document`` is a report of a schema in SCHEMAS_READ."""
     if not isinstance(document, dict):
-        raise BadReport(f"not a pytest-memstream report (the JSON is {_kind(document)})")
+        raise BadReport(f"not a pytest-memstream report (the JSON is {kind(document)})")
     schema = document.get("schema")
     if schema is None:
         raise BadReport('not a pytest-memstream report (no "schema" field)')
@@ -171,65 +135,35 @@ def check_report(document: Any) -> None:
             f"schema {schema!r:.80} is not one this version of pytest-memstream reads "
             f"({', '.join(SCHEMAS_READ)})"
         )
-    run, workers, tests = document.get("run"), document.get("workers"), document.get("tests")
-    if not isinstance(run, dict):
-        raise BadReport(f'"run" is {_kind(run)}, expected an object')
-    _check_fields(run, _RUN_FIELDS, '"run"', optional=True)
-    if not isinstance(run.get("rejected", {}), dict):
-        raise BadReport('"run.rejected" is not an object')
-    for name, value, fields in (
-        ("workers", workers, _WORKER_FIELDS),
-        ("tests", tests, _TEST_FIELDS_1 if schema == SCHEMA_1 else _TEST_FIELDS),
+    try:
+        check_entry(document.get("run"), RunEntry, '"run"')
+        for name, declared in (("workers", WorkerEntry), ("tests", CrashedTestEntry)):
+            entries = document.get(name)
+            if not isinstance(entries, list):
+                raise BadReport(f'"{name}" is {kind(entries)}, expected a list')
+            for n, entry in enumerate(entries):
+                check_entry(entry, declared, f'"{name}"[{n}]')
+    except EntryError as exc:
+        raise BadReport(str(exc)) from None
+    for n, test in enumerate(document["tests"]):
+        _check_test(test, f'"tests"[{n}]', schema)
+
+
+def _check_test(test: dict[str, Any], where: str, schema: str) -> None:
+    """What a type cannot say: the outcomes, the samples' shape, a /1 file's kept."""
+    if test["outcome"] not in OUTCOMES[schema]:
+        raise BadReport(f"{where}.outcome {test['outcome']!r:.40} is not an outcome of {schema}")
+    if schema == SCHEMA_1 and test["kept"] is None:
+        raise BadReport(f"{where}.kept is null, not what a report holds")
+    samples = test.get("samples", [])
+    if not all(isinstance(s, list) and len(s) == 2 and all(map(_is_number, s)) for s in samples):
+        raise BadReport(f"{where}.samples is not a list of [time, rss] pairs")
+    limit = test.get("limit")
+    if limit is not None and not (
+        isinstance(limit.get("size"), int) and isinstance(limit.get("on"), str)
     ):
-        if not isinstance(value, list):
-            raise BadReport(f'"{name}" is {_kind(value)}, expected a list')
-        for n, item in enumerate(value):
-            where = f'"{name}"[{n}]'
-            if not isinstance(item, dict):
-                raise BadReport(f"{where} is {_kind(item)}, expected an object")
-            _check_fields(item, fields, where)
-    assert isinstance(tests, list)
-    for n, test in enumerate(tests):
-        if test["outcome"] not in _OUTCOMES[schema]:
-            raise BadReport(
-                f'"tests"[{n}].outcome {test["outcome"]!r:.40} is not an outcome of {schema}'
-            )
-        samples = test.get("samples", [])
-        if not isinstance(samples, list) or not all(
-            isinstance(s, list) and len(s) == 2 and all(_is_number(v) for v in s) for s in samples
-        ):
-            raise BadReport(f'"tests"[{n}].samples is not a list of [time, rss] pairs')
-        _check_fields(test, _CRASH_FIELDS, f'"tests"[{n}]', optional=True)
-        limit = test.get("limit")
-        if limit is not None and not (
-            isinstance(limit.get("size"), int) and isinstance(limit.get("on"), str)
-        ):
-            raise BadReport(f'"tests"[{n}].limit is not {{"size": bytes, "on": "growth"|"peak"}}')
-
-
-def _check_fields(
-    item: dict[str, Any], fields: dict[str, tuple[type, ...]], where: str, optional: bool = False
-) -> None:
-    for key, types in fields.items():
-        if key not in item:
-            if optional:
-                continue
-            raise BadReport(f'{where} has no "{key}"')
-        value = item[key]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise BadReport(f"{where}.{key} is {_kind(value)}, not what a report holds")
+        raise BadReport(f'{where}.limit is not {{"size": bytes, "on": "growth"|"peak"}}')
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return names.get(type(value), type(value).__name__)

@@ -17,12 +17,12 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from pytest_memstream import SORT_FIELDS
 from pytest_memstream.cli.client import Mirror
 from pytest_memstream.counts import counted
 from pytest_memstream.sizes import format_size
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
-SORT_FIELDS = {"growth": "growth", "peak": "peak_rss", "kept": "kept"}
 
 
 @dataclass

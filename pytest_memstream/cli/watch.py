@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from pytest_memstream import SORT_KEYS
 from pytest_memstream.cli.client import Event, Mirror, Viewer, ViewerError
-from pytest_memstream.cli.screen import SORT_FIELDS, Status, render
+from pytest_memstream.cli.screen import Status, render
 from pytest_memstream.session import Session, live_sessions
 from pytest_memstream.sizes import format_size
 
@@ -87,7 +88,7 @@ def add_parser(subparsers: Any) -> None:
         "--top", type=int, default=10, metavar="N", help="how many tests to list (default 10)"
     )
     parser.add_argument(
-        "--sort", choices=list(SORT_FIELDS), default="growth", help="order of the top list"
+        "--sort", choices=SORT_KEYS, default="growth", help="order of the top list"
     )
     parser.add_argument(
         "--cache-dir",

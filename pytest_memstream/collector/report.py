@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import json.encoder
 import math
 import operator
 from collections import Counter
@@ -18,16 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_memstream import SORT_FIELDS
 from pytest_memstream.collector.files import write_atomically
+from pytest_memstream.collector.schema import SCHEMA, CrashedTestEntry, WorkerEntry
 from pytest_memstream.counts import counted
 from pytest_memstream.sizes import format_size
 
 if TYPE_CHECKING:
     from pytest_memstream.collector.state import RunState, TestRecord, WorkerState
 
-SCHEMA = "pytest-memstream/2"
-#: The field to sort by, in a report's tests and on a TestRecord alike.
-_SORT_FIELD = {"growth": "growth", "peak": "peak_rss", "kept": "kept"}
 _SORT_TITLE = {"growth": "memory growth", "peak": "peak RSS", "kept": "memory kept"}
 
 Report = dict[str, Any]
@@ -36,12 +34,10 @@ NO_FIGURES = "no figures reached the controller"
 _INDEX = operator.attrgetter("index")
 _WORKER = operator.attrgetter("worker")
 _STARTED = operator.attrgetter("started")
-#: A string as json.dumps writes it (ASCII, escaped), by json's own C encoder.
-_json_string = json.encoder.encode_basestring_ascii
 
 
-def _test_json(record: TestRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def _test_json(record: TestRecord) -> CrashedTestEntry:
+    out: CrashedTestEntry = {
         "nodeid": record.nodeid,
         "worker": record.worker,
         "index": record.index,
@@ -62,14 +58,14 @@ def _test_json(record: TestRecord) -> dict[str, Any]:
         },
     }
     if record.outcome == "crashed":
-        out["samples"] = record.samples
+        out["samples"] = list(record.samples)
         out["climb_rate"] = record.climb_rate
         if record.limit is not None:
             out["limit"] = {"size": record.limit[0], "on": record.limit[1]}
     return out
 
 
-def _worker_json(worker: WorkerState, tests: int) -> dict[str, Any]:
+def _worker_json(worker: WorkerState, tests: int) -> WorkerEntry:
     return {
         "id": worker.id,
         "pid": worker.pid,
@@ -122,7 +118,7 @@ class Snapshot:
         """
         records = self.records
         if top is not None and top[1] > 0:
-            figure = operator.attrgetter(_SORT_FIELD[top[0]])
+            figure = operator.attrgetter(SORT_FIELDS[top[0]])
             key = figure if top[0] != "kept" else (lambda r: _ranked(figure(r)))
             # nlargest is sorted(..., reverse=True)[:n]: ties rank as in the full report.
             shown = {id(r) for r in heapq.nlargest(top[1], records, key=key)}
@@ -132,73 +128,26 @@ class Snapshot:
 
     def write_json(self, path: Path) -> None:
         """Write the whole report to ``path`` atomically, as :func:`write_report` would
-        write :meth:`document` (byte for byte), without building the document: for a
-        large run that is most of the time and memory the report costs."""
-        head = json.dumps(
-            {"schema": SCHEMA, "run": self.run, "workers": self.workers, "tests": []},
-            separators=(",", ":"),
-        )
+        write :meth:`document` (byte for byte), a test at a time instead of the whole
+        document at once: for a large run that is most of the memory the report costs."""
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        head = dumps({"schema": SCHEMA, "run": self.run, "workers": self.workers, "tests": []})
         assert head.endswith("[]}")
 
         def chunks() -> Iterator[str]:
             yield head[:-2]
             records = self.records
             for first in range(0, len(records), _CHUNK):
-                text = ",".join([_test_text(record) for record in records[first : first + _CHUNK]])
+                piece = records[first : first + _CHUNK]
+                text = ",".join([dumps(_test_json(record)) for record in piece])
                 yield text if first == 0 else "," + text
             yield "]}\n"
 
         write_atomically(path, chunks())
 
 
-def build_report(
-    state: RunState, run: dict[str, Any], top: tuple[str, int] | None = None
-) -> Report:
-    """The report document for everything ``state`` holds, plus ``run``'s facts (see
-    :meth:`Snapshot.document`)."""
-    return Snapshot(state, run).document(top)
-
-
 #: Tests encoded per write: the file is written in pieces of about a megabyte.
 _CHUNK = 2000
-_TEST_TEXT = (
-    '{"nodeid":%s,"worker":%s,"index":%s,"outcome":%s,"rss_start":%s,"rss_end":%s,'
-    '"peak_rss":%s,"growth":%s,"kept":%s,"peak_phase":%s,"peak_method":%s,"source":%s,'
-    '"started":%s,"finished":%s,"phases":{%s}}'
-)
-_PHASE_TEXT = '%s:{"rss_before":%s,"rss_after":%s,"peak_rss":%s,"duration":%s}'
-
-
-def _test_text(record: TestRecord) -> str:
-    """``json.dumps(_test_json(record), separators=(",", ":"))`` in 40% of the time.
-
-    The figures are ints and finite floats (the protocol checks every one), whose str()
-    is their JSON, and the names go through json's own string encoder.  A crashed test,
-    with its samples and limit, and a test without a ``kept`` go the long way.
-    """
-    if record.outcome == "crashed" or record.kept is None:
-        return json.dumps(_test_json(record), separators=(",", ":"))
-    string = _json_string
-    phases = ",".join(
-        [_PHASE_TEXT % (string(name), f[0], f[1], f[2], f[3]) for name, f in record.phases.items()]
-    )
-    return _TEST_TEXT % (
-        string(record.nodeid),
-        string(record.worker),
-        record.index,
-        string(record.outcome),
-        record.rss_start,
-        record.rss_end,
-        record.peak_rss,
-        record.growth,
-        record.kept,
-        string(record.peak_phase),
-        string(record.method),
-        string(record.source),
-        record.started,
-        record.finished,
-        phases,
-    )
 
 
 def write_report(report: Report, path: Path) -> None:
@@ -208,7 +157,7 @@ def write_report(report: Report, path: Path) -> None:
 
 
 def top_tests(report: Report, sort: str, top: int) -> list[dict[str, Any]]:
-    field = _SORT_FIELD[sort]
+    field = SORT_FIELDS[sort]
     ranked = sorted(report["tests"], key=lambda t: _ranked(t[field]), reverse=True)
     return ranked if top == 0 else ranked[:top]
 

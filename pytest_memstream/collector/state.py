@@ -27,7 +27,7 @@ PLATEAU = 1 << 20
 
 def walk_phases(phases: dict[str, Sequence[Any]]) -> tuple[int, int, int, str]:
     """``(rss_start, rss_end, peak_rss, peak_phase)`` of a test's phases (at least one),
-    walked in their order: what TestRecord computes at once for the usual three."""
+    in their order: the one place a test's figures are made from its phases'."""
     order = [name for name in PHASES if name in phases]
     start = phases[order[0]][0]
     peak = start
@@ -72,26 +72,10 @@ class TestRecord:
     limit: list[Any] | None = None
 
     def __post_init__(self) -> None:
-        # Once per test on the sink thread, so plain code.
         phases = self.phases
-        if len(phases) == 3:  # all of them (their names are checked): the usual case
-            setup, call, teardown = phases["setup"], phases["call"], phases["teardown"]
-            start, end = setup[0], teardown[1]
-            peak = max(start, setup[2], call[2], teardown[2])
-            plateau = peak - PLATEAU
-            self.peak_phase = (
-                "setup"
-                if setup[2] >= plateau
-                else "call"
-                if call[2] >= plateau
-                else "teardown"
-                if teardown[2] >= plateau
-                else ""
-            )
-        elif phases:
-            start, end, peak, self.peak_phase = walk_phases(phases)
-        else:
+        if not phases:
             return
+        start, end, peak, self.peak_phase = walk_phases(phases)
         self.rss_start, self.rss_end, self.peak_rss = start, end, peak
         self.growth = peak - start
         if "teardown" in phases:
@@ -413,14 +397,13 @@ class RunState:
         if running is None:
             return
         phases = dict(running.phases)
-        if running.phase not in phases:
-            # The phase the worker died in: what the samples saw of it.
-            phases[running.phase] = [
-                running.rss_start if not phases else running.rss,
-                running.rss,
-                running.peak,
-                0.0,
-            ]
+        # The phase the worker died in, as the samples saw it: it ends the test's figures.
+        known = phases.pop(running.phase, None)
+        if known is not None:
+            before, duration = known[0], known[3]
+        else:
+            before, duration = (running.rss if phases else running.rss_start), 0.0
+        phases[running.phase] = [before, running.rss, running.peak, duration]
         last = running.samples[-1][0] if running.samples else running.started
         record = TestRecord(
             nodeid=running.nodeid,
@@ -436,10 +419,6 @@ class RunState:
             climb_rate=running.climb_rate(),
             limit=running.limit,
         )
-        record.rss_start = running.rss_start
-        record.rss_end = running.rss
-        record.peak_rss = max(record.peak_rss, running.peak)
-        record.growth = record.peak_rss - record.rss_start
         record.kept = None  # even if it died in its teardown
         self.tests[(state.id, running.index)] = record
         state.crashed = running.nodeid
