@@ -87,9 +87,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--top", type=int, default=10, metavar="N", help="how many tests to list (default 10)"
     )
-    parser.add_argument(
-        "--sort", choices=SORT_KEYS, default="growth", help="order of the top list"
-    )
+    parser.add_argument("--sort", choices=SORT_KEYS, default="growth", help="order of the top list")
     parser.add_argument(
         "--cache-dir",
         type=Path,
