@@ -150,7 +150,36 @@ def test_an_end_is_read_into_a_map_of_the_phases_that_ran() -> None:
 
 def test_an_end_from_a_later_version_with_more_fields_is_read() -> None:
     # docs/versioning.md: a later version may add optional fields at the end.
-    assert wire.check_message([*end(), 123, "more"])["i"] == 0
+    assert wire.check_message([*end(), None, 123, "more"])["i"] == 0
+
+
+TREE = {"peak": 500, "start": 100, "count": 2, "max_rss": 300, "method": "rusage",
+        "killed": [[4242, "python", 9, 200]]}  # fmt: skip
+
+
+def test_an_end_may_say_what_its_child_processes_came_to() -> None:
+    assert "tree" not in wire.check_message(end())
+    assert wire.check_message([*end(), None])["tree"] is None
+    raw = wire.end_message(1.7e9, 0, "t.py::t", "passed", "hwm", 1.7e9, END["p"], TREE)
+    assert wire.check_message(raw)["tree"] == TREE
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"peak": -1},
+        {"count": 1.0},
+        {"method": "guessed"},
+        {"killed": [[0, "python", 9, 1]]},
+        {"killed": [[1, "p" * 65, 9, 1]]},
+        {"killed": [[1, "python", 0, 1]]},
+        {"killed": [[1, "python", 9]]},
+        {"killed": [[1, "python", 9, 1]] * 257},
+    ],
+)
+def test_a_tree_is_checked(changes: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError, match=r"^schema: end\.tree: "):
+        wire.check_message([*end(), dict(TREE, **changes)])
 
 
 #: Where in an end the three phases' figures are (four each).

@@ -19,8 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_memstream import SORT_FIELDS
 from pytest_memstream.collector.files import write_atomically
-from pytest_memstream.collector.schema import SCHEMA, CrashedTestEntry, WorkerEntry
+from pytest_memstream.collector.schema import (
+    SCHEMA,
+    ChildrenEntry,
+    CrashedTestEntry,
+    WorkerEntry,
+)
 from pytest_memstream.counts import counted
+from pytest_memstream.protocol import SAMPLED
 from pytest_memstream.sizes import format_size
 
 if TYPE_CHECKING:
@@ -56,6 +62,10 @@ def _test_json(record: TestRecord) -> CrashedTestEntry:
             name: {"rss_before": f[0], "rss_after": f[1], "peak_rss": f[2], "duration": f[3]}
             for name, f in record.phases.items()
         },
+        "tree_peak": record.tree_peak,
+        "tree_growth": record.tree_growth,
+        "tree_method": SAMPLED if record.tree else record.method,
+        "children": _children_json(record.tree),
     }
     if record.outcome == "crashed":
         out["samples"] = list(record.samples)
@@ -63,6 +73,20 @@ def _test_json(record: TestRecord) -> CrashedTestEntry:
         if record.limit is not None:
             out["limit"] = {"size": record.limit[0], "on": record.limit[1]}
     return out
+
+
+def _children_json(tree: dict[str, Any] | None) -> ChildrenEntry:
+    if tree is None:
+        return {"count": 0, "max_rss": 0, "method": None, "killed": []}
+    return {
+        "count": tree["count"],
+        "max_rss": tree["max_rss"],
+        "method": tree["method"] or None,
+        "killed": [
+            {"pid": pid, "name": name, "signal": signal, "last_rss": rss}
+            for pid, name, signal, rss in tree["killed"]
+        ],
+    }
 
 
 def _worker_json(worker: WorkerState, tests: int) -> WorkerEntry:

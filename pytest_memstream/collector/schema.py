@@ -31,7 +31,33 @@ class LimitEntry(TypedDict):
     on: str
 
 
-class TestEntry(TypedDict):
+class KilledEntry(TypedDict):
+    pid: int
+    name: str
+    signal: int
+    last_rss: int
+
+
+class ChildrenEntry(TypedDict):
+    #: Processes the test's tree held during the test (at a reading, or reaped).
+    count: int
+    #: The largest peak of any one of them, and how it was known.
+    max_rss: int
+    method: str | None
+    #: Children a signal ended during the test.
+    killed: list[KilledEntry]
+
+
+class TreeFields(TypedDict, total=False):
+    """A test's process tree (written since child processes are measured)."""
+
+    tree_peak: int
+    tree_growth: int
+    tree_method: str
+    children: ChildrenEntry
+
+
+class TestEntry(TreeFields):
     nodeid: str
     worker: str
     index: int

@@ -70,21 +70,39 @@ class TestRecord:
     climb_rate: float = 0.0
     #: ``[size, on]`` if the test had a memory limit and crashed (known from ``start``).
     limit: list[Any] | None = None
+    #: What its child processes came to (protocol.stream.TREE_FIELDS), None if it had none.
+    tree: dict[str, Any] | None = None
+    #: The worker's and its descendants' memory at its highest, and over the start of setup.
+    tree_peak: int = 0
+    tree_growth: int = 0
 
     def __post_init__(self) -> None:
         phases = self.phases
-        if not phases:
-            return
-        start, end, peak, self.peak_phase = walk_phases(phases)
-        self.rss_start, self.rss_end, self.peak_rss = start, end, peak
-        self.growth = peak - start
-        if "teardown" in phases:
-            self.kept = end - start
+        if phases:
+            start, end, peak, self.peak_phase = walk_phases(phases)
+            self.rss_start, self.rss_end, self.peak_rss = start, end, peak
+            self.growth = peak - start
+            if "teardown" in phases:
+                self.kept = end - start
+        self.set_tree(self.tree)
+
+    def set_tree(self, tree: dict[str, Any] | None) -> None:
+        """Its tree's figures; without child processes the tree is the worker alone."""
+        self.tree = tree
+        if tree is None:
+            self.tree_peak, self.tree_growth = self.peak_rss, self.growth
+        else:
+            self.tree_peak = max(tree["peak"], self.peak_rss)
+            self.tree_growth = self.tree_peak - tree["start"]
 
     @classmethod
     def from_end(cls, worker: str, message: Message, source: str) -> TestRecord:
-        m = message  # positional, in field order: a call per test on the sink thread
-        return cls(m["id"], worker, m["i"], m["o"], m["m"], source, m["p"], m["t0"], m["t"])
+        m = message
+        record = cls(m["id"], worker, m["i"], m["o"], m["m"], source, m["p"], m["t0"], m["t"])
+        tree = m.get("tree")
+        if tree is not None:
+            record.set_tree(tree)
+        return record
 
 
 @dataclass(slots=True)
@@ -101,6 +119,12 @@ class RunningTest:
     phases: dict[str, Sequence[Any]] = field(default_factory=dict)
     samples: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
     limit: list[Any] | None = None
+    #: The worker's and its descendants' total at the start and now, where it has any.
+    tree_start: int | None = None
+    tree: int = 0
+    tree_peak: int = 0
+    #: The most descendants a sample counted.
+    processes: int = 0
 
     def climb_rate(self, window: float = 2.0) -> float:
         """Bytes per second over the last ``window`` seconds of samples (0 if unknown)."""
@@ -230,10 +254,13 @@ class RunState:
             worker.status = "running"
         rss = message["rss"]
         worker.last_index = max(worker.last_index, message["i"])
-        worker.running = RunningTest(
+        running = worker.running = RunningTest(
             message["i"], message["id"], message["t"], rss, rss=rss, peak=rss
         )
-        worker.running.limit = message.get("lim")
+        running.limit = message.get("lim")
+        tree = message.get("tree")
+        if tree is not None:
+            running.tree_start = running.tree = running.tree_peak = tree
 
     def _on_phase(self, worker: WorkerState, message: Message) -> None:
         running = worker.running
@@ -256,6 +283,13 @@ class RunState:
             rss = running.rss = samples[-1][1]
             if rss > running.peak:
                 running.peak = rss
+            tree = message.get("tree")
+            if tree is not None:
+                running.tree = tree
+                running.tree_peak = max(running.tree_peak, tree)
+                running.processes = max(running.processes, message.get("procs", 0))
+                if running.tree_start is None:  # children appeared during the test
+                    running.tree_start = running.rss_start
 
     def _on_end(self, worker: WorkerState, message: Message) -> None:
         record = TestRecord.from_end(worker.id, message, "stream")
@@ -420,6 +454,12 @@ class RunState:
             limit=running.limit,
         )
         record.kept = None  # even if it died in its teardown
+        if running.tree_start is not None:
+            tree_peak = max(running.tree_peak, record.peak_rss)
+            record.set_tree(
+                {"peak": tree_peak, "start": running.tree_start, "count": running.processes,
+                 "max_rss": 0, "method": "", "killed": []}
+            )  # fmt: skip
         self.tests[(state.id, running.index)] = record
         state.crashed = running.nodeid
         state.running = None

@@ -18,7 +18,11 @@ PHASES = ("setup", "call", "teardown")
 PHASE_OUTCOMES = frozenset({"passed", "failed", "skipped"})
 TEST_OUTCOMES = frozenset({"passed", "failed", "skipped", "error", "crashed", "xfailed", "xpassed"})
 #: How a peak was obtained: the kernel's high-water mark, or the largest sample.
-PEAK_METHODS = frozenset({"hwm", "sampled"})
+HWM, SAMPLED, RUSAGE = "hwm", "sampled", "rusage"
+PEAK_METHODS = frozenset({HWM, SAMPLED})
+#: How a child process's peak was obtained: also ``rusage``, wait4()'s ru_maxrss of a
+#: reaped child.
+CHILD_METHODS = PEAK_METHODS | {RUSAGE}
 #: What a memory limit is on.
 LIMIT_ON = ("growth", "peak")
 

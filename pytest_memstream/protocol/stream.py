@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from pytest_memstream.protocol import (
+    CHILD_METHODS,
     LIMIT_ON,
     PEAK_METHODS,
     PHASE_OUTCOMES,
@@ -48,6 +49,7 @@ from pytest_memstream.protocol.checks import (
     number,
     size,
     string,
+    text,
     timestamp,
     unpack_strict,
     unpacker,
@@ -204,10 +206,52 @@ SCHEMAS: dict[str, Fields] = {
     # those its full queue refused, and the tests it ran.
     "bye": (("t", timestamp), ("sent", count), ("dropped", count), ("tests", count)),
 }
+#: Most processes a test's tree names (its killed children).
+MAX_PROCESSES = 256
+
+
+def _killed(value: Any) -> list[list[Any]]:
+    """``[[pid, name, signal, last rss], ...]``: the children a signal ended."""
+    if type(value) is not list or len(value) > MAX_PROCESSES:
+        raise ValueError(f"expected at most {MAX_PROCESSES} killed children")
+    out = []
+    for child in value:
+        if type(child) is not list or len(child) != 4:
+            raise ValueError(f"expected [pid, name, signal, rss], got {child!r:.40}")
+        out.append(
+            [integer(1, 1 << 32)(child[0]), text(64)(child[1]), integer(1, 255)(child[2]),
+             size(child[3])]
+        )  # fmt: skip
+    return out
+
+
+TREE_FIELDS: Fields = (
+    ("peak", size),
+    ("start", size),
+    ("count", integer(0, 1 << 32)),
+    ("max_rss", size),
+    ("method", lambda value: "" if value == "" else choice(CHILD_METHODS)(value)),
+    ("killed", _killed),
+)
+
+
+def _tree(value: Any) -> dict[str, Any] | None:
+    """What a test's child processes came to (plugin/tree.py), or nil: none ran."""
+    if value is None:
+        return None
+    try:
+        return check_fields(value, TREE_FIELDS, "tree")
+    except ProtocolError as exc:
+        raise ValueError(exc.detail) from None
+
+
 #: Fields a message of a kind may carry or leave out.
 OPTIONAL: dict[str, Fields] = {
-    # The memory limit of a test that has one, so that a crash over it can be named.
-    "start": (("lim", _limit),),
+    # The memory limit of a test that has one, so that a crash over it can be named; the
+    # total of the worker's process tree, where it has child processes.
+    "start": (("lim", _limit), ("tree", size)),
+    # ... and how many processes its descendants are.
+    "sample": (("tree", size), ("procs", integer(0, 1 << 32))),
 }
 
 # A test ended: its complete record, so that a lost phase message loses nothing.  An
@@ -223,6 +267,8 @@ END_FIELDS: Fields = (
     ("t0", timestamp),
 )
 END_LENGTH = len(END_FIELDS) + 4 * len(PHASES)
+#: Fields an end may carry after those, by position (a later version may add more).
+END_OPTIONAL: Fields = (("tree", _tree),)
 _NO_PHASE = (None, None, None, None)
 
 
@@ -234,13 +280,18 @@ def end_message(
     method: str,
     started: float,
     phases: Mapping[str, PhaseFigures],
+    tree: Mapping[str, Any] | None = None,
 ) -> list[Any]:
-    """A test's ``end``; ``phases`` maps the names of the phases that ran to figures."""
+    """A test's ``end``; ``phases`` maps the names of the phases that ran to figures,
+    ``tree`` says what its child processes came to, if it had any."""
     get = phases.get
-    return [
+    end = [
         "end", time, index, test, outcome, method, started,
         *get("setup", _NO_PHASE), *get("call", _NO_PHASE), *get("teardown", _NO_PHASE),
     ]  # fmt: skip
+    if tree is not None:
+        end.append(tree)
+    return end
 
 
 def check_message(raw: Any) -> Message:
@@ -285,6 +336,8 @@ def _check_end(raw: list[Any]) -> Message:
         if not phases:
             name = "p"
             raise ValueError("no phase has figures")
+        for (name, check), value in zip(END_OPTIONAL, raw[END_LENGTH:], strict=False):
+            message[name] = check(value)
     except ValueError as exc:
         where = f"p.{name}" if name in PHASES else name
         raise ProtocolError("schema", f"end.{where}: {exc}") from None
