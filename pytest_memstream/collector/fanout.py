@@ -6,7 +6,7 @@ This is the ZeroMQ guide's "clone" pattern (chapter 5).  The state is a key-valu
 - an XPUB on the ``updates`` endpoint publishes every change as an ``update`` that sets
   keys to their new values, numbered ``seq`` 1, 2, 3, ... without gaps, and a ``beat``
   every second with the last ``seq``;
-- a ROUTER on the ``snapshot`` endpoint answers a signed ``snapshot`` request with the
+- a ROUTER on the ``snapshot`` endpoint answers a ``snapshot`` request with the
   whole state, tagged with the ``seq`` of the last update it includes.
 
 A viewer subscribes first, then asks for a snapshot and applies the updates numbered
