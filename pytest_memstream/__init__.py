@@ -5,7 +5,7 @@ from __future__ import annotations
 #: What a report's tests can be sorted by, and the field of a test each sorts on (the same
 #: name in the JSON report and the viewer state).  Here, in the module every process has
 #: loaded anyway, so that pytest's option parsing can name them without importing another.
-SORT_FIELDS = {"growth": "growth", "peak": "peak_rss", "kept": "kept"}
+SORT_FIELDS = {"growth": "growth", "peak": "peak_rss", "kept": "kept", "tree": "tree_growth"}
 SORT_KEYS = tuple(SORT_FIELDS)
 
 

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 
-def counted(n: int, noun: str) -> str:
-    """``n`` and ``noun``, plural unless ``n`` is one (the nouns here take an ``s``)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """``n`` and ``noun``, plural unless ``n`` is one (``noun`` + ``s`` unless told)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"

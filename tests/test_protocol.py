@@ -160,7 +160,9 @@ TREE = {"peak": 500, "start": 100, "count": 2, "max_rss": 300, "method": "rusage
 def test_an_end_may_say_what_its_child_processes_came_to() -> None:
     assert "tree" not in wire.check_message(end())
     assert wire.check_message([*end(), None])["tree"] is None
-    raw = wire.end_message(1.7e9, 0, "t.py::t", "passed", "hwm", 1.7e9, END["p"], TREE)
+    raw = wire.end_message(
+        1.7e9, 0, "t.py::t", "passed", "hwm", 1.7e9, {"call": (1, 2, 3, 0.5)}, TREE
+    )
     assert wire.check_message(raw)["tree"] == TREE
 
 

@@ -76,6 +76,8 @@ def screen_mirror() -> Mirror:
         "peak_rss": 612 << 20,
         "climb_rate": 50e6,
         "recent_rss": [(100 + 10 * n) << 20 for n in range(48)],
+        "tree": None,
+        "tree_start": None,
     }
     worker = {
         "status": "running",

@@ -365,4 +365,6 @@ def record_value(n: int) -> dict[str, Any]:
         "source": "stream",
         "started": 1.0,
         "finished": 2.0,
+        "tree_growth": n,
+        "children": 0,
     }

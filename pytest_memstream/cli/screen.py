@@ -87,44 +87,53 @@ def shorten(nodeid: str, room: int) -> str:
 
 
 def workers_table(mirror: Mirror, width: int) -> Table:
+    workers = sorted(mirror.workers().items(), key=lambda kv: _natural(kv[0]))
+    # The tree's column only while some test runs child processes.
+    tree = any((w["running"] or {}).get("tree") is not None for _, w in workers)
     spark_width = 8 if width < 100 else 16
-    room = width - 38 - spark_width  # what the other columns leave to the test id
+    room = width - 38 - spark_width - (9 if tree else 0)  # what is left to the test id
     table = Table(box=None, expand=True, padding=(0, 1), pad_edge=False, header_style="bold")
     table.add_column("worker", no_wrap=True, min_width=6)
     table.add_column("phase", no_wrap=True, min_width=8)
     table.add_column("RSS", justify="right", no_wrap=True, min_width=6)
     table.add_column("growth", justify="right", no_wrap=True, min_width=7)
+    if tree:
+        table.add_column("tree", justify="right", no_wrap=True, min_width=8)
     table.add_column("recent", no_wrap=True, min_width=spark_width, max_width=spark_width)
     table.add_column("test", no_wrap=True, overflow="ellipsis", ratio=1)
-    for worker_id, worker in sorted(mirror.workers().items(), key=lambda kv: _natural(kv[0])):
+    for worker_id, worker in workers:
         running = worker["running"]
         if running is not None:
             growth = running["rss"] - running["rss_start"]
-            table.add_row(
+            cells: list[Any] = [
                 worker_id,
                 running["phase"],
                 format_size(running["rss"]),
                 Text(format_size(growth, signed=True), style="yellow" if growth > 0 else ""),
+            ]
+            if tree:
+                total = running.get("tree")
+                cells.append("" if total is None else format_size(total))
+            cells += [
                 Text(sparkline(running["recent_rss"], spark_width), style="cyan"),
                 shorten(running["nodeid"], room),
-            )
+            ]
+            table.add_row(*cells)
         elif worker["status"] == "crashed":
+            note = Text(shorten(worker["crashed_test"] or worker["error"], room), style="red")
             table.add_row(
                 Text(worker_id, style="bold red"),
                 Text("crashed", style="bold red"),
                 format_size(worker["max_rss"]),
-                "",
-                "",
-                Text(shorten(worker["crashed_test"] or worker["error"], room), style="red"),
+                *[""] * (3 if tree else 2),
+                note,
             )
         else:
             table.add_row(
                 worker_id,
                 Text(_idle(worker["status"]), style="dim"),
                 format_size(worker["max_rss"]) if worker["max_rss"] else "",
-                "",
-                "",
-                "",
+                *[""] * (4 if tree else 3),
             )
     return table
 
@@ -149,27 +158,36 @@ def top_tests(mirror: Mirror, sort: str, count: int) -> list[dict[str, Any]]:
 
 
 def top_table(mirror: Mirror, sort: str, count: int, width: int) -> Table:
-    room = width - 36  # what the other columns leave to the test id
+    tests = top_tests(mirror, sort, count)
+    tree = any(test["children"] for test in mirror.tests())
+    room = width - 36 - (9 if tree else 0)  # what the other columns leave to the test id
     table = Table(box=None, expand=True, padding=(0, 1), pad_edge=False, header_style="bold")
     table.add_column("growth", justify="right", no_wrap=True, min_width=7)
     table.add_column("peak", justify="right", no_wrap=True, min_width=6)
     table.add_column("kept", justify="right", no_wrap=True, min_width=7)
+    if tree:
+        table.add_column("tree", justify="right", no_wrap=True, min_width=8)
     table.add_column("worker", no_wrap=True, min_width=6)
     table.add_column("test", no_wrap=True, overflow="ellipsis", ratio=1)
-    for test in top_tests(mirror, sort, count):
+    for test in tests:
         outcome = test["outcome"]
         mark = "" if outcome == "passed" else f" [{outcome}]"
         kept = test["kept"]
-        table.add_row(
+        cells: list[Any] = [
             format_size(test["growth"], signed=True),
             format_size(test["peak_rss"]),
             "" if kept is None else format_size(kept, signed=True),
+        ]
+        if tree:
+            cells.append(format_size(test["tree_growth"], signed=True))
+        cells += [
             test["worker"],
             Text(
                 shorten(test["nodeid"], room - len(mark)) + mark,
                 style="red" if outcome in ("crashed", "failed") else "",
             ),
-        )
+        ]
+        table.add_row(*cells)
     return table
 
 

@@ -98,6 +98,8 @@ def worker_view(worker: WorkerState) -> dict[str, Any]:
             "peak_rss": running.peak,
             "climb_rate": running.climb_rate(),
             "recent_rss": [rss for _, rss in recent],
+            "tree": running.tree if running.tree_start is not None else None,
+            "tree_start": running.tree_start,
         }
     return view
 
@@ -118,6 +120,8 @@ def test_view(record: TestRecord) -> dict[str, Any]:
         "source": record.source,
         "started": record.started,
         "finished": record.finished,
+        "tree_growth": record.tree_growth,
+        "children": record.tree["count"] if record.tree else 0,
     }
 
 

@@ -62,6 +62,12 @@ def _data(report: Report) -> dict[str, Any]:
                 t["kept"],
                 PHASES.index(phase) if phase in PHASES else -1,
                 t["nodeid"],
+                # Its process tree, where it started processes: start, peak, how many.
+                *(
+                    (t["tree_peak"] - t["tree_growth"], t["tree_peak"], t["children"]["count"])
+                    if t.get("children", {}).get("count")
+                    else (None, None, 0)
+                ),
             ]
         )
         if outcome == "crashed" and t.get("samples"):
@@ -227,7 +233,8 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
 ><span><i style="background:#f7c8c8;border:1px solid #d50000"></i>crashed</span
 ><span><i style="background:#e1bee7"></i>xfailed</span
 ><span><i style="background:#80cbc4"></i>xpassed</span
-><span>band: a test, from its start RSS to its peak; line: RSS; hover for figures</span></p>
+><span>band: a test, from its start RSS to its peak; line: RSS; dashed: its process
+tree (the worker and the processes it started); hover for figures</span></p>
 <div id=wrap><canvas id=plot></canvas><div id=hl hidden></div><div id=tip hidden></div></div>
 <h2>@TOP_TITLE@</h2>
 @TOP@
@@ -251,6 +258,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
     r = T[i];
     rows[r[0]].push(i);
     if (r[6] > top[r[0]]) top[r[0]] = r[6];
+    if (r[12] !== null && r[12] > top[r[0]]) top[r[0]] = r[12];
     if (r[3] > end) end = r[3];
   }
   for (var k in D.samples) {
@@ -287,7 +295,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, width, height);
     ctx.font = "12px system-ui,sans-serif";
-    var bands = 0;
+    var bands = 0, trees = 0;
     for (var w = 0; w < NW; w++) {
       var row = rows[w], y0 = rowTop(w), scale = ROW / (top[w] * 1.08);
       var y = function (v) { return y0 + ROW - v * scale; };
@@ -313,6 +321,16 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
         }
         ctx.fill();
       }
+      // Process trees: the worker and its children, from the tree's start to its peak.
+      ctx.strokeStyle = "#e65100"; ctx.setLineDash([4, 3]); ctx.beginPath();
+      for (j = 0; j < row.length; j++) {
+        r = T[row[j]];
+        if (r[12] === null) continue;
+        var tx0 = x(r[2]), tw = Math.max(1, x(r[3]) - tx0), ty = y(r[12]);
+        ctx.rect(tx0, ty, tw, Math.max(1, y(r[11]) - ty));
+        trees++;
+      }
+      ctx.stroke(); ctx.setLineDash([]);
       // RSS: start, peak and end of each test in order.
       ctx.strokeStyle = "#1a237e"; ctx.lineWidth = 1; ctx.beginPath();
       for (j = 0; j < row.length; j++) {
@@ -353,6 +371,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
       ctx.beginPath(); ctx.moveTo(tx, ay); ctx.lineTo(tx, ay + 4); ctx.stroke();
       ctx.fillText(+s.toFixed(3) + "s", tx - 8, ay + 6);
     }
+    document.body.dataset.trees = String(trees);
     return bands;
   }
   function niceStep(raw) {
@@ -389,7 +408,9 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
       (r[8] === null ? "" : ", kept " + size(r[8], true)) + "\\n" +
       "peak in " + (r[9] >= 0 ? D.phases[r[9]] : "?") +
       ", RSS " + size(r[4]) + " -> " + size(r[5]) + "\\n" +
-      "duration " + ((r[3] - r[2]) / 1000).toFixed(3) + "s";
+      "duration " + ((r[3] - r[2]) / 1000).toFixed(3) + "s" +
+      (r[13] ? "\\ntree " + size(r[12] - r[11], true) + " to " + size(r[12]) + ", " + r[13] +
+        (r[13] === 1 ? " process" : " processes") : "");
     tip.hidden = false;
     var left = px + 14;
     if (left + tip.offsetWidth > width) left = Math.max(0, px - 14 - tip.offsetWidth);

@@ -32,7 +32,12 @@ from pytest_memstream.sizes import format_size
 if TYPE_CHECKING:
     from pytest_memstream.collector.state import RunState, TestRecord, WorkerState
 
-_SORT_TITLE = {"growth": "memory growth", "peak": "peak RSS", "kept": "memory kept"}
+_SORT_TITLE = {
+    "growth": "memory growth",
+    "peak": "peak RSS",
+    "kept": "memory kept",
+    "tree": "growth of the process tree",
+}
 
 Report = dict[str, Any]
 #: What a test known only by its id shows (a crashed test that xdist alone reported).
@@ -207,16 +212,22 @@ def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> li
     """The body of the terminal summary: the top tests, workers, and a footer line."""
     rows = top_tests(report, sort, top)
     lines = []
+    # The tree's column only where a test started processes: most runs have none.
+    tree = any(t["children"]["count"] for t in report["tests"])
     if verbosity < 0:
         for t in rows:
             lines.append(f"{figure_text(t, 'growth', signed=True):>8} {t['nodeid']}{_mark(t)}")
     else:
-        lines.append(f"{'growth':>8}  {'peak':>8}  {'kept':>8}  {'worker':<6}  {'phase':<8}  test")
+        tree_head = f"{'tree':>8}  " if tree else ""
+        lines.append(
+            f"{'growth':>8}  {'peak':>8}  {'kept':>8}  {tree_head}{'worker':<6}  {'phase':<8}  test"
+        )
         for t in rows:
+            tree_cell = f"{figure_text(t, 'tree_growth', signed=True):>8}  " if tree else ""
             lines.append(
                 f"{figure_text(t, 'growth', signed=True):>8}  {figure_text(t, 'peak_rss'):>8}  "
-                f"{figure_text(t, 'kept', signed=True):>8}  {t['worker']:<6}  "
-                f"{t['peak_phase'] or '?':<8}  {t['nodeid']}{_mark(t)}"
+                f"{figure_text(t, 'kept', signed=True):>8}  {tree_cell}{t['worker']:<6}  "
+                f"{t['peak_phase'] or '?':<8}  {t['nodeid']}{_mark(t)}{_children(t)}"
             )
     for t in report["tests"]:
         if t["outcome"] == "crashed":
@@ -229,6 +240,28 @@ def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> li
             lines.append(f"memstream: rejected input: {detail}")
     lines.append(footer_line(report))
     return lines
+
+
+def _children(test: dict[str, Any]) -> str:
+    """``  (2 children, 300.2M)``: how many processes, and the biggest one's peak."""
+    children = test["children"]
+    if not children["count"]:
+        return ""
+    biggest = f", {format_size(children['max_rss'])}" if children["max_rss"] else ""
+    killed = children["killed"]
+    died = "; " + ", ".join(
+        f"{k['name']} {k['pid']} killed by {_signal(k['signal'])}" for k in killed
+    )
+    return f"  ({counted(children['count'], 'child', 'children')}{biggest}{died if killed else ''})"
+
+
+def _signal(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _mark(test: dict[str, Any]) -> str:

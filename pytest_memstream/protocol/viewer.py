@@ -106,6 +106,9 @@ RUNNING_VIEW: Fields = (
     ("peak_rss", size),
     ("climb_rate", number(-1e15, 1e15)),
     ("recent_rss", _recent),
+    # The worker's and its descendants' total now and at the start: nil without any.
+    ("tree", optional(size)),
+    ("tree_start", optional(size)),
 )
 WORKER_VIEW: Fields = (
     ("status", string(16)),
@@ -136,6 +139,8 @@ TEST_VIEW: Fields = (
     ("source", string(16)),
     ("started", timestamp),
     ("finished", timestamp),
+    ("tree_growth", signed_size),
+    ("children", count),
 )
 
 _KEY = re.compile(r"run|w/([A-Za-z0-9_.-]{1,64})|t/([A-Za-z0-9_.-]{1,64})/(\d{1,15})")
