@@ -196,9 +196,10 @@ class Recorder:
             test.phases["teardown"] = (so_far[0], after, max(peak, so_far[2]), duration)
         return True
 
-    def measured(self) -> dict[str, tuple[int, int, int, float]]:
-        """``phase -> (rss_before, rss_after, peak_rss, duration)`` of the current test so
-        far, a teardown that has run measured up to now."""
+    def measure_so_far(self) -> dict[str, tuple[int, int, int, float]]:
+        """Measure a teardown that has run up to now (a boundary: two syscalls or three);
+        return ``phase -> (rss_before, rss_after, peak_rss, duration)`` of the current
+        test so far."""
         test = self._test
         if test is None:
             return {}
