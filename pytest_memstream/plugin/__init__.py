@@ -91,7 +91,7 @@ def start_recorder(config: pytest.Config, spec: dict[str, Any]) -> Recorder:
         sender = Sender(spec["endpoint"], worker, server_key, key)
     try:
         probe = open_probe()
-        stream = Stream(sender, probe, worker, float(spec["interval"]))
+        stream = Stream(sender, probe, float(spec["interval"]))
         recorder = Recorder(stream, probe, spec.get("limit"))
     except BaseException:
         if sender is not None:

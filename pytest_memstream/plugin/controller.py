@@ -244,10 +244,6 @@ class Controller:
             self.baselines = Baselines(config, settings)
 
     @property
-    def sink(self) -> Sink:
-        return self.starter.sink()
-
-    @property
     def state(self) -> RunState:
         return self.starter.state
 

@@ -113,10 +113,7 @@ class CurrentTest:
 class Stream:
     """Queues this worker's messages and sends them, from the test thread or the sampler."""
 
-    def __init__(
-        self, sender: Sender | None, probe: MemoryProbe, worker: str, interval: float
-    ) -> None:
-        self.worker = worker
+    def __init__(self, sender: Sender | None, probe: MemoryProbe, interval: float) -> None:
         self.interval = interval
         #: The running test, if any: what the sampler samples and the sink is told about.
         self.test: CurrentTest | None = None

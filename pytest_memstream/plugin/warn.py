@@ -38,7 +38,6 @@ class GrowthAlarm:
         self._lines = lines
         #: worker -> (index of its running test, growth at which to speak next)
         self._next: dict[str, tuple[int, int]] = {}
-        self.announced = 0
 
     def check(self) -> None:
         """Called on the sink thread after each batch of messages."""
@@ -66,7 +65,6 @@ class GrowthAlarm:
         # Outside the lock: a terminal that does not take output must not stall the sink.
         for line in found:
             self._lines.write(line)
-            self.announced += 1
 
 
 def announcement(worker: str, nodeid: str, rss: int, growth: int, rate: float) -> str:
