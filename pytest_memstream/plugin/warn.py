@@ -22,11 +22,29 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_memstream.collector.state import RunState
 from pytest_memstream.sizes import format_size
+
+if TYPE_CHECKING:
+    from pytest_memstream.collector.sink import Sink
+
+
+def growth_alarm(config: pytest.Config, size: int) -> Callable[[Sink], None]:
+    """What to do with the sink once it is built: after each batch it applies, announce
+    the tests that grew by ``size`` on pytest's terminal."""
+    lines = TerminalLines(config)
+    config.add_cleanup(lines.close)
+    config.pluginmanager.register(lines, "memstream-terminal-lines")
+
+    def add_alarm(sink: Sink) -> None:
+        sink.on_applied.append(GrowthAlarm(sink.state, size, lines).check)
+
+    return add_alarm
 
 
 class GrowthAlarm:
