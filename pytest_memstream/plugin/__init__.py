@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -20,6 +20,9 @@ from pytest_memstream.plugin.options import (
     marker_line,
     resolve,
 )
+
+if TYPE_CHECKING:
+    from pytest_memstream.handover import WorkerSpec
 
 # Everything else (ZeroMQ, msgpack, psutil, the sink) is imported only once the plugin is
 # switched on: an installed plugin that is off must not cost every pytest run an import.
@@ -38,7 +41,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if isinstance(spec, dict):
             from pytest_memstream.plugin.worker import WorkerRole
 
-            config.pluginmanager.register(WorkerRole(config, spec), "memstream-worker")
+            # As the controller wrote it (execnet carries it unchanged).
+            role = WorkerRole(config, cast("WorkerSpec", spec))
+            config.pluginmanager.register(role, "memstream-worker")
         return
     if not settings.enabled or config.getoption("collectonly"):
         return

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pytest_memstream.collector.report import Report
     from pytest_memstream.collector.sink import Sink
     from pytest_memstream.collector.state import RunState
+    from pytest_memstream.handover import WorkerSpec
     from pytest_memstream.plugin.baselines import Baselines
     from pytest_memstream.plugin.recorder import Recorder
     from pytest_memstream.security import RunKeys
@@ -90,7 +91,7 @@ class Controller:
 
     # --- workers ------------------------------------------------------------------------
 
-    def worker_spec(self, worker: str, local: bool = True) -> dict[str, Any]:
+    def worker_spec(self, worker: str, local: bool = True) -> WorkerSpec:
         """What a worker needs to stream: only basic types (execnet sends it).
 
         Its own key only, never the run's secret: a worker cannot speak for another.
@@ -178,7 +179,9 @@ class Controller:
             except Exception as exc:  # the tests run unmeasured; the report says why
                 self.local_failure = start_failure(exc)
                 self.problems.append(f"{self.local_failure}; the tests ran unmeasured")
-                self.state.finish_worker("main", failure_output(self.local_failure), None)
+                # finish_worker still takes a plain dict (see _finish_local).
+                failure = cast("dict[str, Any]", failure_output(self.local_failure))
+                self.state.finish_worker("main", failure, None)
             # No workers to start: the sink is built now, so that a viewer can attach
             # while the tests are being collected.
             self.starter.build_in_background()
@@ -234,7 +237,8 @@ class Controller:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.local is not None:
-            fallback = self.local.close()
+            # finish_worker still takes a plain dict: drop the cast once it takes WorkerOutput.
+            fallback = cast("dict[str, Any]", self.local.close())
             self._drain("main", fallback["last_seq"])
             self.state.finish_worker("main", fallback, None)
             self.local = None

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +19,9 @@ from pytest_memstream.plugin.limits import Limit, LimitCheck, limits_of
 from pytest_memstream.plugin.probe import MemoryProbe
 from pytest_memstream.plugin.stream import CurrentTest, Stream
 from pytest_memstream.protocol import stream as wire
+
+if TYPE_CHECKING:
+    from pytest_memstream.handover import WorkerTotals
 
 #: How long closing may take to flush the stream (a worker's, or the local recorder's).
 CLOSE_TIMEOUT = 3.0
@@ -243,7 +246,7 @@ class Recorder:
         self._stream.emit(packed, urgent=urgent)
         self.tests += 1
 
-    def close(self, timeout: float = CLOSE_TIMEOUT) -> dict[str, Any]:
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> WorkerTotals:
         """Stop streaming; return what the controller needs to check and fill the stream."""
         self._stream.stop(self.tests, timeout)
         return {

@@ -1,8 +1,8 @@
 """The measuring role: an xdist worker, or the one pytest process as worker ``main``.
 
 Either way a :class:`Recorder` measures the tests of this process and streams them to
-the controller's sink, as the controller's worker spec says; the figures go back
-through ``workeroutput`` (or, for ``main``, straight to the controller).
+the controller's sink, as a :class:`~pytest_memstream.handover.WorkerSpec` says; the
+figures go back through ``workeroutput`` (or, for ``main``, straight to the controller).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_memstream.handover import WorkerFailure, WorkerSpec
     from pytest_memstream.plugin.recorder import Recorder
 
 
-def start_recorder(config: pytest.Config, spec: dict[str, Any]) -> Recorder:
+def start_recorder(config: pytest.Config, spec: WorkerSpec) -> Recorder:
     """Measure the tests of this process and stream them as described by ``spec``."""
     from pytest_memstream.plugin.probe import open_probe
     from pytest_memstream.plugin.recorder import Recorder
@@ -43,7 +44,7 @@ def start_failure(exc: Exception) -> str:
     return f"could not start measuring: {type(exc).__name__}: {exc}"
 
 
-def failure_output(failure: str) -> dict[str, Any]:
+def failure_output(failure: str) -> WorkerFailure:
     """What a process that could not measure hands back instead of its totals."""
     from pytest_memstream.protocol.stream import VERSION
 
@@ -53,7 +54,7 @@ def failure_output(failure: str) -> dict[str, Any]:
 class WorkerRole:
     """An xdist worker: measure, stream, and hand the totals back in ``workeroutput``."""
 
-    def __init__(self, config: pytest.Config, spec: dict[str, Any]) -> None:
+    def __init__(self, config: pytest.Config, spec: WorkerSpec) -> None:
         self.config = config
         self._spec = spec
         self.recorder: Recorder | None = None
