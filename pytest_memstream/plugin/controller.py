@@ -236,26 +236,29 @@ class Controller:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.local is not None:
-            # finish_worker still takes a plain dict: drop the cast once it takes WorkerOutput.
-            fallback = cast("dict[str, Any]", self.local.close())
-            self._drain("main", fallback["last_seq"])
-            self.state.finish_worker("main", fallback, None)
-            self.local = None
-        stopped = ""
-        if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
-            stopped = "interrupted"
-        elif session.shouldfail or session.shouldstop:
-            stopped = str(session.shouldfail or session.shouldstop)
+        self._finish_local()
         self.state.settle_unfinished()
         self._note_sink_problems()
         unmeasured = [w.id for w in self.state.workers.values() if w.unmeasured]
-        if unmeasured and not stopped:
-            # Not the whole run: no baseline is saved from it.
-            stopped = f"tests ran unmeasured on {', '.join(unmeasured)}"
         not_run = self._not_run()
-        if not_run and not stopped:
-            stopped = "stopped early"  # as xdist does after too many crashed workers
+        stopped = _why_stopped(session, exitstatus, unmeasured, not_run)
+        self.report = report = self._make_reports(stopped, not_run)
+        failed = self._baselines_fail(report, stopped, unmeasured)
+        if failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _finish_local(self) -> None:
+        """Without xdist: stop this process's own recorder, and settle worker ``main``."""
+        if self.local is None:
+            return
+        # finish_worker still takes a plain dict: drop the cast once it takes WorkerOutput.
+        fallback = cast("dict[str, Any]", self.local.close())
+        self._drain("main", fallback["last_seq"])
+        self.state.finish_worker("main", fallback, None)
+        self.local = None
+
+    def _make_reports(self, stopped: str, not_run: int) -> Report:
+        """The report for the terminal summary; the JSON and HTML files if asked for."""
         settings = self.settings
         # The JSON file is written from the snapshot itself: only the HTML report and
         # the baselines need every test's entry in the document.
@@ -266,26 +269,29 @@ class Controller:
         from pytest_memstream.collector.report import Snapshot
 
         snapshot = Snapshot(self.state, self._run_facts(stopped, not_run))
-        self.report = snapshot.document(top)
-        if self.settings.json_path is not None:
+        report = snapshot.document(top)
+        if settings.json_path is not None:
             try:
-                snapshot.write_json(self.settings.json_path)
+                snapshot.write_json(settings.json_path)
             except OSError as exc:
                 self.problems.append(f"could not write the JSON report: {exc}")
             else:
                 self.json_written = True
-        if self.settings.html_path is not None:
-            self._write_html(self.report, self.settings.html_path)
-        # Baselines (--memstream-save/-compare/-fail-on-increase): an increase fails the run.
-        increased = self.baselines is not None and self.baselines.finish(self.report, not stopped)
-        if unmeasured and settings.fail_on_increase is not None:
+        if settings.html_path is not None:
+            self._write_html(report, settings.html_path)
+        return report
+
+    def _baselines_fail(self, report: Report, stopped: str, unmeasured: list[str]) -> bool:
+        """Compare and save baselines (--memstream-save/-compare/-fail-on-increase); True
+        if the run must fail for it."""
+        increased = self.baselines is not None and self.baselines.finish(report, not stopped)
+        if unmeasured and self.settings.fail_on_increase is not None:
             self.problems.append(
                 "--memstream-fail-on-increase could not check the tests that ran unmeasured: "
                 "the run fails"
             )
             increased = True
-        if increased and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return increased
 
     def _note_sink_problems(self) -> None:
         if self.remote_unstreamed:
@@ -399,6 +405,21 @@ class Controller:
             self.problems.append(f"could not write the session file for viewers: {exc}")
             return
         self.session_file = path
+
+
+def _why_stopped(
+    session: pytest.Session, exitstatus: int, unmeasured: list[str], not_run: int
+) -> str:
+    """Why the run is not whole ("" if it is): no baseline is saved from such a run."""
+    if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
+        return "interrupted"
+    if session.shouldfail or session.shouldstop:
+        return str(session.shouldfail or session.shouldstop)
+    if unmeasured:
+        return f"tests ran unmeasured on {', '.join(unmeasured)}"
+    if not_run:
+        return "stopped early"  # as xdist does after too many crashed workers
+    return ""
 
 
 def _is_loopback(endpoint: str) -> bool:
