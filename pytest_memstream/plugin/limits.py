@@ -56,10 +56,9 @@ def limits_of(
     """``(limits, problems)``: the limit of each test that has one, by node id, and the
     message of each test whose marker cannot be read.
 
-    An xdist worker collects every test of the run: asking each one for its closest
-    marker walks its chain of parents every time (~8k instructions a test).  Whether a
-    node or one of its parents carries the marker is known once per parent instead, and
-    only the tests that do are asked.
+    An xdist worker collects every test of the run: whether a node or one of its parents
+    carries the marker is known once per parent, and only the tests that do are asked
+    for their closest marker (asking every test walks its parents every time).
     """
     limits: dict[str, Limit] = {}
     problems: dict[str, str] = {}
