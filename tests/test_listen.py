@@ -12,7 +12,7 @@ from streams import HELLO, send, worker_socket
 
 from pytest_memstream.collector.listen import listen
 from pytest_memstream.collector.sink import Sink
-from pytest_memstream.plugin.controller import SinkStarter
+from pytest_memstream.plugin.sinkstart import SinkStarter
 from pytest_memstream.security import RunKeys
 
 
@@ -76,7 +76,7 @@ def test_a_worker_that_connects_before_the_sink_exists_is_heard(
     # until ZeroMQ, on the starter's thread, adopts the listening socket.
     starter.expect("gw0")  # as the controller does before it starts a worker
     push = worker_socket(context, starter.endpoint, keys, "gw0")
-    sink = starter.sink()
+    sink = starter.wait_for_sink()
     send(push, "gw0", 0, [HELLO])
     assert sink.endpoint == starter.endpoint
     assert sink.viewer_endpoints == starter.viewer_endpoints
@@ -88,7 +88,7 @@ def test_a_worker_that_connects_before_the_sink_exists_is_heard(
 
 def test_a_host_name_makes_the_sink_at_once() -> None:
     starter = SinkStarter(RunKeys(os.urandom(32)), "tcp://localhost", no_alarm)
-    sink = starter.sink()
+    sink = starter.wait_for_sink()
     assert starter.endpoint == sink.endpoint
     assert starter.endpoint.startswith("tcp://127.0.0.1:") or starter.endpoint.startswith(
         "tcp://[::1]:"
@@ -107,8 +107,8 @@ def test_a_sink_that_cannot_start_is_named_when_it_is_needed(
     monkeypatch.setattr(Sink, "__init__", broken)
     starter = SinkStarter(RunKeys(os.urandom(32)), "tcp://127.0.0.1", no_alarm)
     with pytest.raises(pytest.UsageError, match=r"the sink could not start: .*no USE_FD here"):
-        starter.sink()
-    assert starter.started() is None
+        starter.wait_for_sink()
+    assert starter.sink_if_started() is None
 
 
 def test_viewer_sockets_that_fail_after_one_bind_cost_only_the_viewers(
@@ -118,7 +118,7 @@ def test_viewer_sockets_that_fail_after_one_bind_cost_only_the_viewers(
     # closing that descriptor a second time would abort the process inside libzmq.
     monkeypatch.setattr(zmq, "XPUB_VERBOSER", 9999)  # an option ZeroMQ rejects
     starter = SinkStarter(RunKeys(os.urandom(32)), "tcp://127.0.0.1", no_alarm)
-    sink = starter.sink()
+    sink = starter.wait_for_sink()
     assert sink.fanout is None
     assert "cannot bind the viewer sockets" in sink.viewer_problem
     assert starter.viewer_endpoints == {}
@@ -131,8 +131,8 @@ def test_a_sink_never_started_is_not_built_to_be_stopped() -> None:
     # controller gives its sockets back instead of importing ZeroMQ to close them.
     starter = SinkStarter(RunKeys(os.urandom(32)), "tcp://127.0.0.1", no_alarm)
     host, port = starter.endpoint[len("tcp://") :].rsplit(":", 1)
-    assert starter.started() is None
+    assert starter.sink_if_started() is None
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, int(port)), timeout=5).close()
     with pytest.raises(pytest.UsageError, match="the sink could not start"):
-        starter.sink()
+        starter.wait_for_sink()

@@ -10,21 +10,21 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from pytest_memstream.collector.listen import Listener, check_ipc_path, listen, viewer_binds
 from pytest_memstream.plugin.options import Settings
+from pytest_memstream.plugin.sinkstart import SinkStarter
 
 if TYPE_CHECKING:
     from pytest_memstream.collector.report import Report
     from pytest_memstream.collector.sink import Sink
     from pytest_memstream.collector.state import RunState
+    from pytest_memstream.handover import WorkerSpec
     from pytest_memstream.plugin.baselines import Baselines
     from pytest_memstream.plugin.recorder import Recorder
     from pytest_memstream.security import RunKeys
@@ -37,191 +37,33 @@ DRAIN_QUIET = 1.0
 CRASH_QUIET = 0.2
 
 
-class SinkStarter:
-    """Builds and starts the sink on a thread of its own, once xdist started the workers.
+def start_controller(config: pytest.Config, settings: Settings) -> Controller:
+    """This run's controller, its sink's addresses bound (the sink itself comes later)."""
+    ready: Callable[[Sink], None] = _no_alarm
+    if settings.warn is not None:
+        from pytest_memstream.plugin.warn import growth_alarm
 
-    Its addresses are known at once, because its sockets are bound here before ZeroMQ is
-    even imported (see collector/listen.py), and the run's state exists before the sink
-    does: workers can be told where to stream, and expected, before ZeroMQ is imported.
-    :meth:`start` then imports it and builds the sink while the workers start up, when
-    the controller has nothing else to do (any sooner, the import would hold the
-    interpreter lock that xdist needs to start them).  An address that cannot be bound
-    that way (a host name, ``ipc://``) makes the sink on this thread, at once.
-    """
+        ready = growth_alarm(config, settings.warn)
+    from pytest_memstream.security import RunKeys
 
-    def __init__(self, keys: RunKeys, bind: str, ready: Callable[[Sink], None]) -> None:
-        self._keys = keys
-        self._bind = bind
-        self._ready = ready
-        self._state: RunState | None = None
-        #: The run's start, for its state (made later) and its report alike.
-        self.began = time.time()
-        #: Workers told where to stream before the state was made (see :meth:`expect`).
-        self._expected: list[str] = []
-        self._sink: Sink | None = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._listeners: tuple[Listener, Listener, Listener] | None = None
-        self.endpoint = ""
-        self.viewer_endpoints: dict[str, str] = {}
-        self.viewer_problem = ""
-        listeners = _listen_all(bind)
-        if listeners is None:
-            self._build(None)
-            sink = self.sink()
-            self.endpoint = sink.endpoint
-            self.viewer_endpoints = dict(sink.viewer_endpoints)
-            self.viewer_problem = sink.viewer_problem
-            return
-        self.endpoint = listeners[0].endpoint
-        self.viewer_endpoints = {
-            "snapshot": listeners[1].endpoint,
-            "updates": listeners[2].endpoint,
-        }
-        self.viewer_problem = ""
-        self._listeners = listeners
-        self._thread = threading.Thread(
-            target=self._build, args=(listeners,), name="memstream-sink-setup", daemon=True
-        )
-
-    @property
-    def state(self) -> RunState:
-        """The run's state, which the sink will feed (made on first use, on this thread)."""
-        if self._state is None:
-            from pytest_memstream.collector.state import RunState
-
-            self._state = RunState(started=self.began)
-            for worker in self._expected:
-                self._state.expect(worker)
-        return self._state
-
-    def expect(self, worker: str) -> None:
-        """A worker will stream to this sink.  Before the sink starts, nothing it sends can
-        arrive, so the state is not made for this: xdist tells each worker where to stream
-        between starting its process and starting the next one's, and a worker kept
-        waiting while the controller imports the state is time the whole run waits."""
-        if self._state is None:
-            self._expected.append(worker)
-        else:
-            self._state.expect(worker)
-
-    def start(self) -> None:
-        """Build the sink on its thread (once; :meth:`sink` waits for it)."""
-        if self._thread is not None and self._thread.ident is None:
-            self.state  # noqa: B018 - made here, before the thread may need it
-            self._thread.start()
-
-    def _build(self, listeners: tuple[Listener, Listener, Listener] | None) -> None:
-        try:
-            from pytest_memstream.collector.sink import Sink, SinkError
-
-            try:
-                sink = Sink(self.state, self._keys, self._bind, listeners)
-            except SinkError as exc:
-                raise pytest.UsageError(f"memstream: {exc}") from None
-            try:
-                self._ready(sink)
-                sink.start()
-            except BaseException:
-                sink.discard()
-                raise
-            self._sink = sink
-        except BaseException as exc:  # handed to whoever asks for the sink
-            self._error = exc
-            for listener in listeners or ():
-                listener.close()  # those ZeroMQ never adopted
-
-    def sink(self) -> Sink:
-        """The running sink, once it is built (starts and waits for the thread that builds it)."""
-        if self._thread is not None:
-            self.start()
-            self._thread.join()
-        if self._sink is None:
-            if isinstance(self._error, pytest.UsageError):
-                raise self._error
-            raise pytest.UsageError(f"memstream: the sink could not start: {self._error!r}")
-        if self._sink.viewer_problem and not self.viewer_problem:
-            # The viewer sockets failed after their addresses were announced.
-            self.viewer_endpoints, self.viewer_problem = {}, self._sink.viewer_problem
-        return self._sink
-
-    def remove_files(self) -> None:
-        """Close sockets ZeroMQ never adopted, and remove the socket files this run made
-        (those that are still the ones it made)."""
-        _let_go(list(self._listeners or ()))
-
-    def started(self) -> Sink | None:
-        """The sink if it was started, without raising (for cleaning up); a sink that
-        never was is not built just to be stopped: its sockets are closed."""
-        if self._thread is not None and self._thread.ident is None:
-            self._thread = None  # and never will be
-            self._error = RuntimeError("the run ended before it needed a sink")
-            self.remove_files()
-            return None
-        try:
-            return self.sink()
-        except pytest.UsageError:
-            return None
+    keys = RunKeys(os.urandom(32))
+    return Controller(config, settings, SinkStarter(keys, settings.bind, ready), keys)
 
 
-def _listen_all(bind: str) -> tuple[Listener, Listener, Listener] | None:
-    """The sink's and the viewers' sockets, bound; None where ZeroMQ must bind them."""
-    ipc = bind.startswith("ipc://")
-    try:
-        if ipc:
-            # The viewers' paths too: a run whose viewer sockets cannot be bound goes on
-            # without them, but a path too long for any of them is a mistake to say now.
-            for path in (bind, *viewer_binds(bind)):
-                check_ipc_path(path[len("ipc://") :])
-        sink = listen(bind)
-    except OSError as exc:
-        where = " (with the viewers' -snapshot and -updates)" if ipc else ""
-        raise pytest.UsageError(
-            f"memstream: cannot bind the sink to {bind!r}{where}: {exc.strerror or exc}"
-        ) from None
-    if sink is None:
-        return None
-    bound = [sink]
-    try:
-        for viewer_bind in viewer_binds(sink.endpoint):
-            listener = listen(viewer_bind)
-            if listener is None:
-                break
-            bound.append(listener)
-    except OSError as exc:
-        if ipc:  # another run's path, or something else that is not ours to take
-            _let_go(bound)
-            raise pytest.UsageError(
-                f"memstream: cannot bind the viewers' socket next to {bind!r}: "
-                f"{exc.strerror or exc}"
-            ) from None
-        # TCP: ZeroMQ will bind them, or say why it cannot
-    if len(bound) != 3:
-        _let_go(bound)
-        return None
-    return bound[0], bound[1], bound[2]
-
-
-def _let_go(listeners: list[Listener]) -> None:
-    for listener in listeners:
-        listener.close()
-        listener.remove_file()
+def _no_alarm(sink: Sink) -> None:
+    pass
 
 
 class Controller:
+    """Owns the sink and the run's state; hands workers their spec; settles and reports."""
+
     def __init__(
-        self,
-        config: pytest.Config,
-        settings: Settings,
-        starter: SinkStarter,
-        keys: RunKeys,
-        start_recorder: Callable[[pytest.Config, dict[str, Any]], Recorder],
+        self, config: pytest.Config, settings: Settings, starter: SinkStarter, keys: RunKeys
     ) -> None:
         self.config = config
         self.settings = settings
         self.starter = starter
         self.keys = keys
-        self._start_recorder = start_recorder
         self.local: Recorder | None = None
         #: Why this process could not measure its own tests, if it could not.
         self.local_failure = ""
@@ -244,16 +86,12 @@ class Controller:
             self.baselines = Baselines(config, settings)
 
     @property
-    def sink(self) -> Sink:
-        return self.starter.sink()
-
-    @property
     def state(self) -> RunState:
         return self.starter.state
 
     # --- workers ------------------------------------------------------------------------
 
-    def worker_spec(self, worker: str, local: bool = True) -> dict[str, Any]:
+    def worker_spec(self, worker: str, local: bool = True) -> WorkerSpec:
         """What a worker needs to stream: only basic types (execnet sends it).
 
         Its own key only, never the run's secret: a worker cannot speak for another.
@@ -334,17 +172,19 @@ class Controller:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Known only now: xdist registers its DSession in a trylast pytest_configure.
         if not self.config.pluginmanager.has_plugin("dsession"):
-            try:
-                self.local = self._start_recorder(self.config, self.worker_spec("main"))
-            except Exception as exc:  # the tests run unmeasured; the report says why
-                from pytest_memstream.plugin import start_failure
+            from pytest_memstream.plugin.worker import failure_output, start_failure, start_recorder
 
+            try:
+                self.local = start_recorder(self.config, self.worker_spec("main"))
+            except Exception as exc:  # the tests run unmeasured; the report says why
                 self.local_failure = start_failure(exc)
                 self.problems.append(f"{self.local_failure}; the tests ran unmeasured")
-                self.state.finish_worker("main", {"error": self.local_failure}, None)
+                # finish_worker still takes a plain dict (see _finish_local).
+                failure = cast("dict[str, Any]", failure_output(self.local_failure))
+                self.state.finish_worker("main", failure, None)
             # No workers to start: the sink is built now, so that a viewer can attach
             # while the tests are being collected.
-            self.starter.start()
+            self.starter.build_in_background()
             self.write_session_file()
 
     @pytest.hookimpl(trylast=True)
@@ -365,7 +205,7 @@ class Controller:
             # Under xdist the session file is written here, once the workers are
             # starting: not in pytest_configure, where the whole run waits for it.
             self.write_session_file()
-        self.starter.sink()
+        self.starter.wait_for_sink()
         if announced and not self.starter.viewer_endpoints:
             self.write_session_file()  # it named viewer sockets that do not exist
         return (yield)
@@ -396,25 +236,29 @@ class Controller:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.local is not None:
-            fallback = self.local.close()
-            self._drain("main", fallback["last_seq"])
-            self.state.finish_worker("main", fallback, None)
-            self.local = None
-        stopped = ""
-        if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
-            stopped = "interrupted"
-        elif session.shouldfail or session.shouldstop:
-            stopped = str(session.shouldfail or session.shouldstop)
+        self._finish_local()
         self.state.settle_unfinished()
         self._note_sink_problems()
         unmeasured = [w.id for w in self.state.workers.values() if w.unmeasured]
-        if unmeasured and not stopped:
-            # Not the whole run: no baseline is saved from it.
-            stopped = f"tests ran unmeasured on {', '.join(unmeasured)}"
         not_run = self._not_run()
-        if not_run and not stopped:
-            stopped = "stopped early"  # as xdist does after too many crashed workers
+        stopped = _why_stopped(session, exitstatus, unmeasured, not_run)
+        self.report = report = self._make_reports(stopped, not_run)
+        failed = self._baselines_fail(report, stopped, unmeasured)
+        if failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _finish_local(self) -> None:
+        """Without xdist: stop this process's own recorder, and settle worker ``main``."""
+        if self.local is None:
+            return
+        # finish_worker still takes a plain dict: drop the cast once it takes WorkerOutput.
+        fallback = cast("dict[str, Any]", self.local.close())
+        self._drain("main", fallback["last_seq"])
+        self.state.finish_worker("main", fallback, None)
+        self.local = None
+
+    def _make_reports(self, stopped: str, not_run: int) -> Report:
+        """The report for the terminal summary; the JSON and HTML files if asked for."""
         settings = self.settings
         # The JSON file is written from the snapshot itself: only the HTML report and
         # the baselines need every test's entry in the document.
@@ -425,26 +269,29 @@ class Controller:
         from pytest_memstream.collector.report import Snapshot
 
         snapshot = Snapshot(self.state, self._run_facts(stopped, not_run))
-        self.report = snapshot.document(top)
-        if self.settings.json_path is not None:
+        report = snapshot.document(top)
+        if settings.json_path is not None:
             try:
-                snapshot.write_json(self.settings.json_path)
+                snapshot.write_json(settings.json_path)
             except OSError as exc:
                 self.problems.append(f"could not write the JSON report: {exc}")
             else:
                 self.json_written = True
-        if self.settings.html_path is not None:
-            self._write_html(self.report, self.settings.html_path)
-        # Baselines (--memstream-save/-compare/-fail-on-increase): an increase fails the run.
-        increased = self.baselines is not None and self.baselines.finish(self.report, not stopped)
-        if unmeasured and settings.fail_on_increase is not None:
+        if settings.html_path is not None:
+            self._write_html(report, settings.html_path)
+        return report
+
+    def _baselines_fail(self, report: Report, stopped: str, unmeasured: list[str]) -> bool:
+        """Compare and save baselines (--memstream-save/-compare/-fail-on-increase); True
+        if the run must fail for it."""
+        increased = self.baselines is not None and self.baselines.finish(report, not stopped)
+        if unmeasured and self.settings.fail_on_increase is not None:
             self.problems.append(
                 "--memstream-fail-on-increase could not check the tests that ran unmeasured: "
                 "the run fails"
             )
             increased = True
-        if increased and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return increased
 
     def _note_sink_problems(self) -> None:
         if self.remote_unstreamed:
@@ -453,7 +300,7 @@ class Controller:
                 f"to stream to (the sink listens on {self.starter.endpoint}): no live figures, "
                 "its tests' figures came from its own records at the end"
             )
-        sink = self.starter.started()
+        sink = self.starter.sink_if_started()
         if sink is not None and sink.internal_errors:
             self.problems.append(
                 f"the sink thread hit {sink.internal_errors} internal error(s) (a bug: please "
@@ -516,7 +363,7 @@ class Controller:
         if self.local is not None:
             self.local.close()
             self.local = None
-        sink = self.starter.started()
+        sink = self.starter.sink_if_started()
         if sink is not None:
             sink.stop()
             sink.state.forget()
@@ -558,6 +405,21 @@ class Controller:
             self.problems.append(f"could not write the session file for viewers: {exc}")
             return
         self.session_file = path
+
+
+def _why_stopped(
+    session: pytest.Session, exitstatus: int, unmeasured: list[str], not_run: int
+) -> str:
+    """Why the run is not whole ("" if it is): no baseline is saved from such a run."""
+    if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
+        return "interrupted"
+    if session.shouldfail or session.shouldstop:
+        return str(session.shouldfail or session.shouldstop)
+    if unmeasured:
+        return f"tests ran unmeasured on {', '.join(unmeasured)}"
+    if not_run:
+        return "stopped early"  # as xdist does after too many crashed workers
+    return ""
 
 
 def _is_loopback(endpoint: str) -> bool:

@@ -14,17 +14,14 @@ so a fixture's memory counts against the test that asked for it.
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import pytest
 
 from pytest_memstream.plugin.options import MARKER
+from pytest_memstream.protocol import LIMIT_ON
 from pytest_memstream.sizes import format_size, parse_size
 
-if TYPE_CHECKING:
-    from pytest_memstream.plugin.recorder import Recorder
-
-ON = ("growth", "peak")
 #: Live samples of a phase shown in a failure message, the latest ones.
 SAMPLES_SHOWN = 12
 
@@ -59,10 +56,9 @@ def limits_of(
     """``(limits, problems)``: the limit of each test that has one, by node id, and the
     message of each test whose marker cannot be read.
 
-    An xdist worker collects every test of the run: asking each one for its closest
-    marker walks its chain of parents every time (~8k instructions a test).  Whether a
-    node or one of its parents carries the marker is known once per parent instead, and
-    only the tests that do are asked.
+    An xdist worker collects every test of the run: whether a node or one of its parents
+    carries the marker is known once per parent, and only the tests that do are asked
+    for their closest marker (asking every test walks its parents every time).
     """
     limits: dict[str, Limit] = {}
     problems: dict[str, str] = {}
@@ -111,7 +107,7 @@ def _from_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Limit:
         raise TypeError(f"size must be a string such as '200M' or a number of bytes, not {size!r}")
     if bytes_ <= 0:
         raise ValueError(f"size must be above 0, got {size!r}")
-    if on not in ON:
+    if on not in LIMIT_ON:
         raise ValueError(f"on must be 'growth' or 'peak', got {on!r}")
     return Limit(bytes_, on, f"@pytest.mark.{MARKER}")
 
@@ -130,10 +126,18 @@ class SetupFailures:
             pytest.fail(problem, pytrace=False)
 
 
+class Measuring(Protocol):
+    """What a limit check needs of the recorder, which imports this module."""
+
+    def measure_so_far(self) -> dict[str, tuple[int, int, int, float]]: ...
+
+    def samples(self) -> list[tuple[str, float, int]]: ...
+
+
 class LimitCheck(SetupFailures):
     """Fails the tests that went over their limit; registered only when a limit exists."""
 
-    def __init__(self, recorder: Recorder, limits: dict[str, Limit], bad: dict[str, str]) -> None:
+    def __init__(self, recorder: Measuring, limits: dict[str, Limit], bad: dict[str, str]) -> None:
         super().__init__(bad)
         self._recorder = recorder
         self.limits = limits
@@ -151,7 +155,7 @@ class LimitCheck(SetupFailures):
         limit = self.limits.get(item.nodeid)
         if limit is None or self._reported:
             return report
-        phases = self._recorder.measured()
+        phases = self._recorder.measure_so_far()
         over = _over(phases, limit)
         if over is None or report.skipped:
             return report

@@ -177,7 +177,8 @@ def _parse_interval(text: str) -> float:
 _ENDPOINT = r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|\*)(:([0-9]{1,5}|\*))?|ipc://.+"
 
 
-def _parse_warn(text: str) -> int:
+def _parse_size(text: str) -> int:
+    """A size above 0 (``--memstream-warn``, ``--memstream-limit``)."""
     from pytest_memstream.sizes import parse_size
 
     value = parse_size(text)
@@ -323,12 +324,12 @@ def resolve(config: pytest.Config) -> Settings:
         ),
         warn=r.get(
             "memstream_warn",
-            _parse_warn,
+            _parse_size,
             None,
             "a size above 0 such as 500M, 1.5GiB or 2GB (K/M/G/T and KiB/MiB/GiB/TiB are "
             "powers of 1024, KB/MB/GB/TB powers of 1000)",
         ),
-        limit=r.get("memstream_limit", _parse_warn, None, f"a size above 0 such as {_SIZES}"),
+        limit=r.get("memstream_limit", _parse_size, None, f"a size above 0 such as {_SIZES}"),
         save=r.baseline("memstream_save"),
         compare=r.baseline("memstream_compare"),
         fail_on_increase=r.get(

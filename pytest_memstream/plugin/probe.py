@@ -53,13 +53,9 @@ class MemoryProbe:
 def fork_flag() -> list[bool]:
     """A list that is empty here and not empty in a forked child of this process.
 
-    The fork hook only appends to the list, on purpose: ``os.register_at_fork`` keeps
-    what it is given until the very end of the interpreter, and a method or function of
-    ours would keep our module alive with it, through the module its loader (pytest's
-    assertion rewriter, as for any plugin's module) and through that the whole session:
-    freed by the interpreter's last garbage collection instead of its first, at the cost
-    of one more pass over the heap as the process exits (~50 ms in an xdist worker that
-    ran 1,000 tests).
+    The fork hook only appends to a list: a function of ours, kept by
+    ``os.register_at_fork`` to the very end, would keep the whole session alive with it
+    (docs/design-notes.md).
     """
     forked: list[bool] = []
     os.register_at_fork(after_in_child=functools.partial(forked.append, True))
@@ -77,17 +73,12 @@ def open_probe() -> MemoryProbe:
 class HighWaterMark(MemoryProbe):
     """Exact per-phase peaks from the Linux RSS high-water mark.
 
-    Writing ``5`` to ``/proc/self/clear_refs`` resets the mark to the current RSS.  It can
-    be read two ways.  ``VmHWM`` in ``/proc/self/status`` costs about 7 µs in a tight
-    loop and 20 µs between tests (the kernel renders fifty lines to give it);
-    ``getrusage()`` costs about 1 µs, but reports the larger of the mark and a maximum
-    the process inherited at exec (an xdist worker, spawned by vfork, inherits the
-    controller's peak).  The inherited part never changes while the process lives, so
-    the reading just after the first reset, the *floor*, bounds it: a later reading
-    above the floor is the mark itself, and a reading no higher than the RSS the phase
-    ended with means the phase never rose above it.  Only the phases left over, in a
-    process smaller than the one that spawned it, read the status file, and the first
-    reading above the floor, which it must agree with before getrusage is trusted.
+    Writing ``5`` to ``/proc/self/clear_refs`` resets the mark to the current RSS.  It is
+    read with ``getrusage()``, which is cheap but also reports a maximum the process
+    inherited at exec, bounded by the *floor* (the reading just after the first reset);
+    ``VmHWM`` in ``/proc/self/status``, several times dearer, is read only where
+    getrusage cannot tell, and once to prove it right.  The figures and the reasoning:
+    docs/design-notes.md, "Reading the high-water mark".
     """
 
     method = HWM
@@ -108,7 +99,7 @@ class HighWaterMark(MemoryProbe):
         self._forked = fork_flag()
 
     def _open(self, reset: bool = True) -> None:
-        # The descriptors stay open: a reset then costs ~1 µs and a statm read ~1 µs.
+        # Kept open for the life of the process: each reading is then one system call.
         fds: list[int] = []
         try:
             for path, mode in _FILES:
@@ -149,8 +140,7 @@ class HighWaterMark(MemoryProbe):
         return int(os.pread(self._statm, 64, 0).split(None, 2)[1]) * self._page
 
     def boundary(self) -> tuple[int, int]:
-        # Four times a test, so the usual case is one flat function: the RSS from statm,
-        # the mark from getrusage once it is trusted (see _figures for the rest).
+        # At every phase: the usual case is one flat function (see _figures for the rest).
         if self._forked:
             self._in_child()
         if self._trust:
@@ -161,10 +151,7 @@ class HighWaterMark(MemoryProbe):
                 peak = mark << 10
                 if peak <= rss:
                     return rss, rss
-                # The mark must be back at the RSS for the next phase.  A reset costs a
-                # syscall, and when the mark is no higher than the RSS it changes
-                # nothing the next phase's figures show (its peak is never taken below
-                # the RSS it starts at: see Recorder._boundary).
+                # Set back for the next phase only now: at the RSS, a reset changes nothing.
                 os.write(self._clear_refs, b"5")
                 return rss, peak
             if mark << 10 <= rss:

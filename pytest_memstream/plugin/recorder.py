@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +19,9 @@ from pytest_memstream.plugin.limits import Limit, LimitCheck, limits_of
 from pytest_memstream.plugin.probe import MemoryProbe
 from pytest_memstream.plugin.stream import CurrentTest, Stream
 from pytest_memstream.protocol import stream as wire
+
+if TYPE_CHECKING:
+    from pytest_memstream.handover import WorkerTotals
 
 #: How long closing may take to flush the stream (a worker's, or the local recorder's).
 CLOSE_TIMEOUT = 3.0
@@ -86,23 +89,10 @@ class Recorder:
         if self._limits or bad:
             config.pluginmanager.register(LimitCheck(self, self._limits, bad), "memstream-limits")
 
-    # Everything below runs for every test: it does only what it must, and leaves the
-    # rest (numbering and framing the ends, about ten times a second) to the stream.
-    #
-    # A phase is measured from one *boundary* to the next.  The setup and the call end at
-    # a boundary taken inside every other plugin's part of them, and the next phase starts
-    # from it: the call's figures include the setup's report.  The teardown ends when the
-    # test's protocol does, once pytest has reported the teardown and let go of the test's
-    # fixture values (it drops them only after the teardown hooks): a fixture's value is
-    # what the test held, not what it kept (unless a failure's traceback, which pytest
-    # keeps in sys.last_traceback until the next test's call, still refers to it).  That
-    # boundary is where the next test starts: what comes between two tests (this test's
-    # end being queued, xdist's note that the test is done and its wait for the next
-    # one, and the part of any protocol wrapper registered after this one that runs
-    # outside it) counts against the next test's setup.  The first test of a process, or
-    # one after a test that never reached its teardown, takes a boundary of its own.
-    # A boundary is two syscalls (a third when the mark must be set back), and on a
-    # virtual machine every syscall costs microseconds: three boundaries a test.
+    # Everything below runs for every test: three boundaries a test, the rest left to the
+    # stream.  A phase runs from one boundary to the next; the teardown's is taken once
+    # pytest let go of the fixtures, and the next test starts from it (why there:
+    # docs/design-notes.md, "Phase boundaries").
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -171,9 +161,8 @@ class Recorder:
         before = self._rss
         after, peak = self._probe.boundary()
         self._rss = after
-        # A tuple of numbers, which the garbage collector stops tracking: the figures
-        # wait in the queue for up to an interval, and tracked they would be promoted
-        # to the oldest generation and make every full collection of the run longer.
+        # A tuple of numbers: untracked by the garbage collector, it cannot lengthen full
+        # collections while it waits in the queue.
         test.phases[phase] = (before, after, max(peak, before, after), duration)
 
     def _end_teardown(self, test: CurrentTest, final: bool = True) -> bool:
@@ -196,9 +185,10 @@ class Recorder:
             test.phases["teardown"] = (so_far[0], after, max(peak, so_far[2]), duration)
         return True
 
-    def measured(self) -> dict[str, tuple[int, int, int, float]]:
-        """``phase -> (rss_before, rss_after, peak_rss, duration)`` of the current test so
-        far, a teardown that has run measured up to now."""
+    def measure_so_far(self) -> dict[str, tuple[int, int, int, float]]:
+        """Measure a teardown that has run up to now (a boundary: two syscalls or three);
+        return ``phase -> (rss_before, rss_after, peak_rss, duration)`` of the current
+        test so far."""
         test = self._test
         if test is None:
             return {}
@@ -242,7 +232,7 @@ class Recorder:
         self._stream.emit(packed, urgent=urgent)
         self.tests += 1
 
-    def close(self, timeout: float = CLOSE_TIMEOUT) -> dict[str, Any]:
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> WorkerTotals:
         """Stop streaming; return what the controller needs to check and fill the stream."""
         self._stream.stop(self.tests, timeout)
         return {

@@ -9,9 +9,8 @@ The background thread wakes once per interval.  A test it finds running at two w
 in a row has run for an interval at least: it samples the RSS and tells the sink about
 that test (its ``start`` and the phases it has finished, each once), and it sends
 whatever the test thread left queued.  Most tests start and end between two wake-ups
-and cost one message and no work at all on the background thread: on a busy machine,
-a thread that wakes to work takes the interpreter lock from the tests, and handing the
-lock back and forth between two threads costs far more than the work itself.
+and cost one message and no work on the background thread: a thread that wakes to work
+takes the interpreter lock from the tests (docs/design-notes.md, "The stream's wake-ups").
 """
 
 from __future__ import annotations
@@ -87,11 +86,8 @@ class CurrentTest:
             if self.limit is not None:
                 start["lim"] = self.limit
             messages.append(start)
-        # Copies taken in one C call each: the test's thread may be adding to them.  The
-        # logreport hook writes ``stops`` last, so a phase found in it has its outcome,
-        # and its figures unless another plugin's wrapper kept ours from running.  The
-        # teardown's figures come only as the test's protocol ends (with its ``end``),
-        # or, for a test with a memory limit, as measured when its report was made.
+        # Copies taken in one C call each: the test's thread may be adding to them.
+        # ``stops`` is written last, so a phase found in it has its outcome.
         stops = dict(self.stops)
         outcomes, phases = dict(self.outcomes), dict(self.phases)
         for phase, stop in stops.items():
@@ -113,10 +109,7 @@ class CurrentTest:
 class Stream:
     """Queues this worker's messages and sends them, from the test thread or the sampler."""
 
-    def __init__(
-        self, sender: Sender | None, probe: MemoryProbe, worker: str, interval: float
-    ) -> None:
-        self.worker = worker
+    def __init__(self, sender: Sender | None, probe: MemoryProbe, interval: float) -> None:
         self.interval = interval
         #: The running test, if any: what the sampler samples and the sink is told about.
         self.test: CurrentTest | None = None

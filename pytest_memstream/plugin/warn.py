@@ -22,11 +22,29 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_memstream.collector.state import RunState
 from pytest_memstream.sizes import format_size
+
+if TYPE_CHECKING:
+    from pytest_memstream.collector.sink import Sink
+
+
+def growth_alarm(config: pytest.Config, size: int) -> Callable[[Sink], None]:
+    """What to do with the sink once it is built: after each batch it applies, announce
+    the tests that grew by ``size`` on pytest's terminal."""
+    lines = TerminalLines(config)
+    config.add_cleanup(lines.close)
+    config.pluginmanager.register(lines, "memstream-terminal-lines")
+
+    def add_alarm(sink: Sink) -> None:
+        sink.on_applied.append(GrowthAlarm(sink.state, size, lines).check)
+
+    return add_alarm
 
 
 class GrowthAlarm:
@@ -38,7 +56,6 @@ class GrowthAlarm:
         self._lines = lines
         #: worker -> (index of its running test, growth at which to speak next)
         self._next: dict[str, tuple[int, int]] = {}
-        self.announced = 0
 
     def check(self) -> None:
         """Called on the sink thread after each batch of messages."""
@@ -66,7 +83,6 @@ class GrowthAlarm:
         # Outside the lock: a terminal that does not take output must not stall the sink.
         for line in found:
             self._lines.write(line)
-            self.announced += 1
 
 
 def announcement(worker: str, nodeid: str, rss: int, growth: int, rate: float) -> str:
