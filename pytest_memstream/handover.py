@@ -26,8 +26,10 @@ class WorkerSpec(TypedDict):
     worker: str
     #: Seconds between live samples (``--memstream-interval``).
     interval: float
-    #: ``--memstream-limit`` in bytes; None for no limit.
-    limit: int | None
+    #: ``--memstream-limit``: ``[bytes, on]``; None for no limit.
+    limit: list[int | str] | None
+    #: Measure the processes its tests start (``--memstream-children``).
+    children: bool
 
 
 class WorkerTotals(TypedDict):

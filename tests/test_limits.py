@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from runs import WAIT_UNTIL_STREAMED, RunMemstream
 
@@ -141,9 +143,9 @@ class TestClass:
 """
 
 
-@pytest.mark.parametrize("default", [None, 7 * MiB])
+@pytest.mark.parametrize("default", [None, [7 * MiB, "growth"], [7 * MiB, "tree"]])
 def test_limits_are_found_once_per_parent_as_each_test_would_find_its_own(
-    pytester: pytest.Pytester, default: int | None
+    pytester: pytest.Pytester, default: list[Any] | None
 ) -> None:
     from pytest_memstream.plugin.limits import limit_of, limits_of
 

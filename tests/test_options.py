@@ -71,11 +71,11 @@ def test_sort_orders(run_memstream: RunMemstream) -> None:
 
 
 def test_sort_keys_are_listed_in_one_order_everywhere(pytester: pytest.Pytester) -> None:
-    assert SORT_KEYS == ("growth", "peak", "kept")
+    assert SORT_KEYS == ("growth", "peak", "kept", "tree")
     words = " ".join(pytester.runpytest_subprocess("--help").stdout.str().split())
-    assert "order of the summary: growth, peak, kept (default growth)" in words
+    assert "order of the summary: growth, peak, kept, tree (default growth)" in words
     bad = pytester.runpytest_subprocess("--memstream", "--memstream-sort=size")
-    bad.stderr.fnmatch_lines(["*expected one of growth, peak, kept"])
+    bad.stderr.fnmatch_lines(["*expected one of growth, peak, kept, tree"])
     for command in ("report", "watch"):
         done = subprocess.run(
             [sys.executable, "-m", "pytest_memstream.cli", command, "--help"],
@@ -83,7 +83,7 @@ def test_sort_keys_are_listed_in_one_order_everywhere(pytester: pytest.Pytester)
             text=True,
             check=True,
         )
-        assert "--sort {growth,peak,kept}" in done.stdout, command
+        assert "--sort {growth,peak,kept,tree}" in done.stdout, command
 
 
 def test_quiet_and_verbose_forms(run_memstream: RunMemstream) -> None:

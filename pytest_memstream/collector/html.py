@@ -24,11 +24,11 @@ from pytest_memstream.collector.report import (
     summary_title,
     top_tests,
 )
+from pytest_memstream.protocol import PHASES
 from pytest_memstream.sizes import format_size
 
 #: In the order of the page script's FILL colours (its code knows "crashed" is 4).
 OUTCOMES = ("passed", "failed", "error", "skipped", "crashed", "xfailed", "xpassed")
-PHASES = ("setup", "call", "teardown")
 
 
 def _data(report: Report) -> dict[str, Any]:

@@ -297,7 +297,7 @@ def _over_limit(test: dict[str, Any]) -> str:
     limit = test.get("limit")
     if not limit:
         return ""
-    figure = test["growth"] if limit["on"] == "growth" else test["peak_rss"]
+    figure = test[{"growth": "growth", "peak": "peak_rss", "tree": "tree_growth"}[limit["on"]]]
     if figure <= limit["size"]:
         return f"; within its limit of {format_size(limit['size'])} on {limit['on']}"
     return (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -355,7 +355,7 @@ class RunState:
             return True
 
     def finish_worker(
-        self, worker: str, fallback: dict[str, Any] | None, error: str | None
+        self, worker: str, fallback: Mapping[str, object] | None, error: str | None
     ) -> None:
         """The worker is down: fill gaps from its fallback, and name what is lost.
 
@@ -482,7 +482,7 @@ class RunState:
             state.status = "crashed"
 
 
-def _whole(fallback: dict[str, Any] | None, name: str, default: int) -> int:
+def _whole(fallback: Mapping[str, object] | None, name: str, default: int) -> int:
     """A whole number from a worker's ``workeroutput``, or ``default``."""
     value = None if fallback is None else fallback.get(name)
     return value if type(value) is int and value >= -1 else default

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -111,6 +111,7 @@ class Controller:
             "worker": worker,
             "interval": self.settings.interval,
             "limit": self.settings.limit,
+            "children": self.settings.children,
         }
 
     @pytest.hookimpl(optionalhook=True)
@@ -179,9 +180,7 @@ class Controller:
             except Exception as exc:  # the tests run unmeasured; the report says why
                 self.local_failure = start_failure(exc)
                 self.problems.append(f"{self.local_failure}; the tests ran unmeasured")
-                # finish_worker still takes a plain dict (see _finish_local).
-                failure = cast("dict[str, Any]", failure_output(self.local_failure))
-                self.state.finish_worker("main", failure, None)
+                self.state.finish_worker("main", failure_output(self.local_failure), None)
             # No workers to start: the sink is built now, so that a viewer can attach
             # while the tests are being collected.
             self.starter.build_in_background()
@@ -251,8 +250,7 @@ class Controller:
         """Without xdist: stop this process's own recorder, and settle worker ``main``."""
         if self.local is None:
             return
-        # finish_worker still takes a plain dict: drop the cast once it takes WorkerOutput.
-        fallback = cast("dict[str, Any]", self.local.close())
+        fallback = self.local.close()
         self._drain("main", fallback["last_seq"])
         self.state.finish_worker("main", fallback, None)
         self.local = None

@@ -36,14 +36,22 @@ class Limit(NamedTuple):
         return [self.size, self.on]
 
 
-def limit_of(item: pytest.Item, default: int | None) -> Limit | None:
+DefaultLimit = Sequence[Any]
+
+
+def _flag_limit(default: DefaultLimit | None) -> Limit | None:
+    """``--memstream-limit``'s ``[size, on]`` as a limit."""
+    return None if default is None else Limit(int(default[0]), str(default[1]), "--memstream-limit")
+
+
+def limit_of(item: pytest.Item, default: DefaultLimit | None) -> Limit | None:
     """The limit that applies to ``item``: its closest marker, else ``default``.
 
     Raises ValueError with a message that names the test for bad marker arguments.
     """
     marker = item.get_closest_marker(MARKER)
     if marker is None:
-        return None if default is None else Limit(default, "growth", "--memstream-limit")
+        return _flag_limit(default)
     try:
         return _from_marker(marker.args, marker.kwargs)
     except (TypeError, ValueError) as exc:
@@ -51,7 +59,7 @@ def limit_of(item: pytest.Item, default: int | None) -> Limit | None:
 
 
 def limits_of(
-    items: Sequence[pytest.Item], default: int | None
+    items: Sequence[pytest.Item], default: DefaultLimit | None
 ) -> tuple[dict[str, Limit], dict[str, str]]:
     """``(limits, problems)``: the limit of each test that has one, by node id, and the
     message of each test whose marker cannot be read.
@@ -73,7 +81,7 @@ def limits_of(
             known = marked[id(node)] = own or has_marker(node.parent)
         return known
 
-    flag = None if default is None else Limit(default, "growth", "--memstream-limit")
+    flag = _flag_limit(default)
     for item in items:
         if not has_marker(item):
             if flag is not None:
@@ -131,6 +139,8 @@ class Measuring(Protocol):
 
     def measure_so_far(self) -> dict[str, tuple[int, int, int, float]]: ...
 
+    def tree_so_far(self) -> tuple[int, int] | None: ...
+
     def samples(self) -> list[tuple[str, float, int]]: ...
 
 
@@ -156,7 +166,10 @@ class LimitCheck(SetupFailures):
         if limit is None or self._reported:
             return report
         phases = self._recorder.measure_so_far()
-        over = _over(phases, limit)
+        if limit.on == "tree":
+            over = _over_tree(self._recorder.tree_so_far(), phases, limit, report.when)
+        else:
+            over = _over(phases, limit)
         if over is None or report.skipped:
             return report
         self._reported = True
@@ -171,7 +184,7 @@ class LimitCheck(SetupFailures):
 
 
 def check_unmeasured(
-    config: pytest.Config, items: list[pytest.Item], default: int | None, failure: str
+    config: pytest.Config, items: list[pytest.Item], default: DefaultLimit | None, failure: str
 ) -> None:
     """Where no recorder runs, fail the tests whose limit (or limit marker) needs one."""
     limits, problems = limits_of(items, default)
@@ -197,6 +210,21 @@ def _over(phases: Mapping[str, Sequence[Any]], limit: Limit) -> tuple[int, str] 
     return figure, phase
 
 
+def _over_tree(
+    tree: tuple[int, int] | None,
+    phases: Mapping[str, Sequence[Any]],
+    limit: Limit,
+    phase: str,
+) -> tuple[int, str] | None:
+    """``(tree growth, phase)`` if the test's process tree (the worker alone, when it
+    started no process) grew past ``limit`` by the end of ``phase``."""
+    if tree is None:
+        over = _over(phases, Limit(limit.size, "growth", limit.source))
+        return None if over is None else (over[0], phase)
+    growth, _ = tree
+    return (growth, phase) if growth > limit.size else None
+
+
 def failure_message(
     nodeid: str,
     limit: Limit,
@@ -205,8 +233,12 @@ def failure_message(
     phase: str,
     samples: Sequence[tuple[str, float, int]] = (),
 ) -> str:
-    what = "grew by" if limit.on == "growth" else "reached a peak RSS of"
-    signed = limit.on == "growth"
+    what = {
+        "growth": "grew by",
+        "peak": "reached a peak RSS of",
+        "tree": "grew, with the processes it started, by",
+    }[limit.on]
+    signed = limit.on != "peak"
     lines = [
         f"memstream: {nodeid} {what} {format_size(figure, signed=signed)} in {phase}, "
         f"over its limit of {format_size(limit.size)} on {limit.on} ({limit.source})",

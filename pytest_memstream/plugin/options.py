@@ -36,8 +36,9 @@ MARKER = "memstream_limit"
 
 def memstream_limit(size: str | int, on: str = "growth") -> None:
     """fail the test when its memory growth (peak RSS minus RSS at the start of setup)
-    exceeds size, e.g. "200M"; with on="peak", when its absolute peak RSS does.  Closest
-    marker (test, class, module) wins over --memstream-limit.  Only with --memstream.
+    exceeds size, e.g. "200M"; with on="peak", when its absolute peak RSS does; with
+    on="tree", when its growth counting the processes it started does.  Closest marker
+    (test, class, module) wins over --memstream-limit.  Only with --memstream.
     """
 
 
@@ -57,8 +58,9 @@ class Settings(NamedTuple):
     bind: str
     #: Announce a running test whose growth passes this many bytes (None: never).
     warn: int | None = None
-    #: Fail every test whose growth passes this many bytes, unless a marker says else.
-    limit: int | None = None
+    #: Fail every test whose growth (or peak, or tree growth) passes this many bytes,
+    #: unless a marker says else: ``[size, on]``.
+    limit: list[Any] | None = None
     #: Baselines: where to save this run's figures and which to compare against (a name
     #: in the pytest cache, or a path), and the increase (percent, bytes) that fails the
     #: run.  See plugin/baselines.py and collector/baseline.py.
@@ -69,6 +71,8 @@ class Settings(NamedTuple):
     html_path: Path | None = None
     #: Where to write the session file for viewers (default: in the pytest cache).
     session_path: Path | None = None
+    #: Measure the processes the tests start (plugin/tree.py).
+    children: bool = True
 
     @property
     def baselines_wanted(self) -> bool:
@@ -104,6 +108,12 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="PATH",
     )
     option(
+        "children",
+        "on: also measure the processes each test starts (its process tree); off: the "
+        "worker alone (default on).",
+        metavar="on|off",
+    )
+    option(
         "session",
         "write the session file, which viewers attach with (memstream watch --session PATH), "
         "to PATH (default: in the pytest cache); it holds the run's secret (mode 0600).",
@@ -128,8 +138,9 @@ def add_options(parser: pytest.Parser) -> None:
     option(
         "limit",
         "fail every test whose memory growth passes SIZE (a memstream_limit marker "
-        "overrides it); e.g. 200M (default: no limit).",
-        metavar="SIZE",
+        "overrides it); e.g. 200M, or 500M,tree for the growth of its process tree, "
+        "or 1G,peak for its peak RSS (default: no limit).",
+        metavar="SIZE[,growth|peak|tree]",
     )
     option(
         "save",
@@ -154,6 +165,12 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
+def _parse_on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise ValueError
+    return text == "on"
+
+
 def _parse_top(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -175,6 +192,15 @@ def _parse_interval(text: str) -> float:
 
 
 _ENDPOINT = r"tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+|\*)(:([0-9]{1,5}|\*))?|ipc://.+"
+
+
+def _parse_limit(text: str) -> list[Any]:
+    """``[size, on]`` from ``SIZE[,growth|peak|tree]``."""
+    size, _, on = text.partition(",")
+    on = on.strip() or "growth"
+    if on not in ("growth", "peak", "tree"):
+        raise ValueError
+    return [_parse_size(size.strip()), on]
 
 
 def _parse_size(text: str) -> int:
@@ -309,6 +335,7 @@ def resolve(config: pytest.Config) -> Settings:
         json_path=r.path("memstream_json"),
         html_path=r.path("memstream_html"),
         session_path=r.path("memstream_session"),
+        children=r.get("memstream_children", _parse_on_off, True, "on or off"),
         interval=r.get(
             "memstream_interval",
             _parse_interval,
@@ -329,7 +356,12 @@ def resolve(config: pytest.Config) -> Settings:
             "a size above 0 such as 500M, 1.5GiB or 2GB (K/M/G/T and KiB/MiB/GiB/TiB are "
             "powers of 1024, KB/MB/GB/TB powers of 1000)",
         ),
-        limit=r.get("memstream_limit", _parse_size, None, f"a size above 0 such as {_SIZES}"),
+        limit=r.get(
+            "memstream_limit",
+            _parse_limit,
+            None,
+            f"a size above 0 such as {_SIZES}, and optionally ,growth ,peak or ,tree",
+        ),
         save=r.baseline("memstream_save"),
         compare=r.baseline("memstream_compare"),
         fail_on_increase=r.get(

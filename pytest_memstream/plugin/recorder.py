@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_memstream.plugin.limits import Limit, LimitCheck, limits_of
+from pytest_memstream.plugin.limits import DefaultLimit, Limit, LimitCheck, limits_of
 from pytest_memstream.plugin.probe import MemoryProbe
 from pytest_memstream.plugin.stream import CurrentTest, Stream
+from pytest_memstream.plugin.tree import ProcessTree, TestTree
 from pytest_memstream.protocol import stream as wire
 
 if TYPE_CHECKING:
@@ -36,8 +37,18 @@ class Recorder:
     uses to fill whatever the stream lost.
     """
 
-    def __init__(self, stream: Stream, probe: MemoryProbe, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        probe: MemoryProbe,
+        limit: DefaultLimit | None = None,
+        tree: ProcessTree | None = None,
+    ) -> None:
         self._stream = stream
+        #: The worker's descendants (None: the worker alone is measured).
+        self._tree = tree
+        #: Whether the test's thread had children at the last check (plugin/tree.py).
+        self._children = False
         #: ``--memstream-limit``; the limits per test are known after collection.
         self._default_limit = limit
         self._limits: dict[str, Limit] = {}
@@ -106,12 +117,19 @@ class Recorder:
         test = CurrentTest(
             self._index, nodeid, time.time(), rss, None if limit is None else limit.as_wire()
         )
+        tree = self._tree
+        if tree is not None and (self._children or (not self._chained and tree.any_children())):
+            # Processes from before (a server a fixture started) stand in its start.
+            with tree.lock:
+                test.tree = TestTree(rss, tree.read())
         self._test = self._stream.test = test
         try:
             return (yield)
         finally:
             self._stream.test = None
             self._chained = self._end_teardown(test)
+            if tree is not None:
+                self._end_tree(test, tree)
             self._end(test)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -185,6 +203,38 @@ class Recorder:
             test.phases["teardown"] = (so_far[0], after, max(peak, so_far[2]), duration)
         return True
 
+    def _end_tree(self, test: CurrentTest, tree: ProcessTree) -> None:
+        """The one cheap check of a test without processes; the figures of one with."""
+        children = self._children = tree.any_children()
+        reaped = tree.take_reaped()
+        if (test.tree is None and not children and not reaped) or not test.phases:
+            return
+        worker_peak = max(figures[2] for figures in test.phases.values())
+        with tree.lock:
+            if test.tree is None:
+                test.tree = TestTree(test.rss, None)
+            if children:
+                test.tree.observe(self._rss, tree.read())
+            test.tree.reaped(reaped, worker_peak)
+            test.tree.finish(worker_peak)
+
+    def tree_so_far(self) -> tuple[int, int] | None:
+        """``(growth, peak)`` of the current test's process tree up to now, None if it
+        started no process (for a limit on it; a reading: a few syscalls a process)."""
+        test, tree = self._test, self._tree
+        if test is None or tree is None or not test.phases:
+            return None
+        worker_peak = max(figures[2] for figures in test.phases.values())
+        with tree.lock:
+            if test.tree is None and not tree.any_children() and not tree.has_reaped():
+                return None
+            if test.tree is None:
+                test.tree = TestTree(test.rss, None)
+            test.tree.observe(self._rss, tree.read())
+            test.tree.reaped(tree.take_reaped(), worker_peak)
+            test.tree.finish(worker_peak)
+            return test.tree.peak - test.tree.start, test.tree.peak
+
     def measure_so_far(self) -> dict[str, tuple[int, int, int, float]]:
         """Measure a teardown that has run up to now (a boundary: two syscalls or three);
         return ``phase -> (rss_before, rss_after, peak_rss, duration)`` of the current
@@ -220,6 +270,7 @@ class Recorder:
             self._probe.method,
             test.started,
             phases,
+            None if test.tree is None else test.tree.figures(),
         )
         packed = self._pack(end)  # numbered by the stream; the fallback keeps q = 0
         self._fallback.append(packed)
@@ -235,6 +286,8 @@ class Recorder:
     def close(self, timeout: float = CLOSE_TIMEOUT) -> WorkerTotals:
         """Stop streaming; return what the controller needs to check and fill the stream."""
         self._stream.stop(self.tests, timeout)
+        if self._tree is not None:
+            self._tree.close()
         return {
             "version": wire.VERSION,
             "pid": os.getpid(),

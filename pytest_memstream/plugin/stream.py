@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any
 
 from pytest_memstream.plugin.probe import SAMPLED, MemoryProbe, fork_flag
+from pytest_memstream.plugin.tree import ProcessTree, TestTree
 from pytest_memstream.protocol import stream as wire
 from pytest_memstream.sender import Sender
 
@@ -47,6 +48,7 @@ class CurrentTest:
         "stops",
         "teardown",
         "told",
+        "tree",
     )
 
     def __init__(self, index: int, nodeid: str, started: float, rss: int, limit: Any) -> None:
@@ -69,6 +71,8 @@ class CurrentTest:
         self.told: set[str] | None = None
         #: Set before the test's ``end`` is queued: from then on the end says it all.
         self.ended = False
+        #: What the processes it started came to, once any was seen (plugin/tree.py).
+        self.tree: TestTree | None = None
 
     def progress(self) -> list[dict[str, Any]]:
         """``start`` and ``phase`` messages not sent yet (called by the stream thread)."""
@@ -85,6 +89,9 @@ class CurrentTest:
             }
             if self.limit is not None:
                 start["lim"] = self.limit
+            tree = self.tree
+            if tree is not None:
+                start["tree"] = tree.start
             messages.append(start)
         # Copies taken in one C call each: the test's thread may be adding to them.
         # ``stops`` is written last, so a phase found in it has its outcome.
@@ -109,8 +116,16 @@ class CurrentTest:
 class Stream:
     """Queues this worker's messages and sends them, from the test thread or the sampler."""
 
-    def __init__(self, sender: Sender | None, probe: MemoryProbe, interval: float) -> None:
+    def __init__(
+        self,
+        sender: Sender | None,
+        probe: MemoryProbe,
+        interval: float,
+        tree: ProcessTree | None = None,
+    ) -> None:
         self.interval = interval
+        #: The worker's descendants, read with each sample where there are any.
+        self._tree = tree
         #: The running test, if any: what the sampler samples and the sink is told about.
         self.test: CurrentTest | None = None
         #: The sampler's latest ``(test index, phase, time, rss)``: what a limit failure shows.
@@ -193,6 +208,8 @@ class Stream:
                     "ph": test.phase,
                     "s": [[now, rss]],
                 }
+                if self._tree is not None:
+                    self._sample_tree(test, rss, sample)
                 self._flush(test, sample)
             else:
                 if test is not None and probe.method == SAMPLED:
@@ -206,6 +223,24 @@ class Stream:
         self._queue.append(self.pack(bye))
         self._flush(None, None)
         self._sender.close()
+
+    def _sample_tree(self, test: CurrentTest, rss: int, sample: dict[str, Any]) -> None:
+        """Add the tree's total to a running test's sample, where it has descendants."""
+        tree = self._tree
+        assert tree is not None
+        # The main thread's children, or a tree the test already has: anything else
+        # would be a process started by another thread, which a later reading finds.
+        if test.tree is None and not tree.any_children():
+            return
+        with tree.lock:
+            if test.ended:
+                return
+            reading = tree.read()
+            if test.tree is None:
+                test.tree = TestTree(test.rss, None)
+            test.tree.observe(rss, reading)
+        sample["tree"] = rss + reading.memory
+        sample["procs"] = len(reading.processes)
 
     def _flush(self, test: CurrentTest | None, sample: dict[str, Any] | None) -> None:
         sender = self._sender

@@ -34,6 +34,8 @@ SAMPLED = "sampled"
 PRIVATE_FOR = 0.1
 #: Processes followed at once; a fork bomb is not measured past this.
 MAX_PROCESSES = 256
+#: Signals that ask a process to stop, as a Pool's exit does its workers: no finding.
+POLITE = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 @dataclass
@@ -84,6 +86,9 @@ class ProcessTree:
         tid = threading.get_native_id()
         self._children_fd = os.open(f"/proc/self/task/{tid}/children", os.O_RDONLY | os.O_CLOEXEC)
         self._lock = threading.Lock()
+        #: Held by whoever reads the tree or adds to a test's figures: the test's thread
+        #: and the stream's sampler both do.
+        self.lock = threading.Lock()
         self._reaped: list[Reaped] = []
         self._known: dict[int, Process] = {}
         self._waitpid: Callable[[int, int], tuple[int, int]] | None = None
@@ -97,7 +102,12 @@ class ProcessTree:
         :meth:`take_reaped` (one read, or none)."""
         return bool(self._reaped) or bool(os.pread(self._children_fd, 16, 0).strip())
 
+    def has_reaped(self) -> bool:
+        return bool(self._reaped)
+
     def take_reaped(self) -> list[Reaped]:
+        if not self._reaped:
+            return []
         with self._lock:
             reaped, self._reaped = self._reaped, []
         return reaped
@@ -190,6 +200,8 @@ class Child:
     #: The signal that ended it, if one did and it was reaped during the test.
     signal: int = 0
     last: int = 0
+    #: A forked copy of the worker: its RSS and ru_maxrss count the pages it shares.
+    forked: bool = False
 
 
 class TestTree:
@@ -224,6 +236,7 @@ class TestTree:
     def _note_processes(self, reading: Reading) -> None:
         for pid, process in reading.processes.items():
             child = self.children.setdefault(pid, Child(process.name))
+            child.forked = process.forked
             if process.forked:
                 own, method = process.own, SAMPLED
             else:
@@ -238,14 +251,17 @@ class TestTree:
         for dead in reaped:
             child = self.children.setdefault(dead.pid, Child("?"))
             child.signal = killed_by(dead.status)
-            if dead.maxrss > worker_peak and dead.maxrss > child.peak:
+            # A forked child's counts the worker's pages too: its samples stand for it.
+            if not child.forked and dead.maxrss > worker_peak and dead.maxrss > child.peak:
                 child.peak, child.method = dead.maxrss, RUSAGE
-                # At its peak the worker held at least its lowest.
-                self.peak = max(self.peak, self._worker_low + dead.maxrss)
 
     def finish(self, worker_peak: int) -> None:
-        """The worker's own peak, on top of what its descendants held all along."""
+        """The worker's own peak on top of what its descendants held all along, and each
+        process's own peak, where it is exact, on top of the worker's lowest."""
         self.peak = max(self.peak, worker_peak + self._floor)
+        for child in self.children.values():
+            if child.method in (HWM, RUSAGE):
+                self.peak = max(self.peak, self._worker_low + child.peak)
 
     def figures(self) -> dict[str, Any]:
         """The test's ``tree`` figures for its ``end`` (see protocol.stream)."""
@@ -260,9 +276,18 @@ class TestTree:
             "killed": [
                 [pid, c.name, c.signal, c.last or c.peak]
                 for pid, c in self.children.items()
-                if c.signal
+                if c.signal and c.signal not in POLITE
             ],
         }
+
+
+def open_tree() -> ProcessTree | None:
+    """The process tree where /proc shows it, else None: without it only the worker's
+    own memory is measured, and the report says no child was seen."""
+    try:
+        return ProcessTree()
+    except OSError:
+        return None
 
 
 def killed_by(status: int) -> int:

@@ -69,6 +69,12 @@ class GrowthAlarm:
                 if index != running.index:
                     level = self._threshold
                 growth = running.rss - running.rss_start
+                # With the processes it started, where it started any.
+                tree = None
+                if running.tree_start is not None:
+                    tree = running.tree - running.tree_start
+                    if tree > growth:
+                        growth = tree
                 if growth < level:
                     self._next[worker.id] = (running.index, level)
                     continue
@@ -77,7 +83,12 @@ class GrowthAlarm:
                 self._next[worker.id] = (running.index, level)
                 found.append(
                     announcement(
-                        worker.id, running.nodeid, running.rss, growth, running.climb_rate()
+                        worker.id,
+                        running.nodeid,
+                        running.rss,
+                        growth,
+                        running.climb_rate(),
+                        running.tree if tree is not None and tree == growth else None,
                     )
                 )
         # Outside the lock: a terminal that does not take output must not stall the sink.
@@ -85,7 +96,16 @@ class GrowthAlarm:
             self._lines.write(line)
 
 
-def announcement(worker: str, nodeid: str, rss: int, growth: int, rate: float) -> str:
+def announcement(
+    worker: str, nodeid: str, rss: int, growth: int, rate: float, tree: int | None = None
+) -> str:
+    """The line for a test that grew by ``growth``; with ``tree``, the total of the
+    processes it started and the worker's, if that is what grew."""
+    if tree is not None:
+        return (
+            f"memstream: {worker} {nodeid} has grown {format_size(growth, signed=True)} "
+            f"with the processes it started, to {format_size(tree)} in all"
+        )
     if rate > 0:
         trend = f"climbing {format_size(rate)}/s"
     elif rate < 0:

@@ -21,19 +21,25 @@ def start_recorder(config: pytest.Config, spec: WorkerSpec) -> Recorder:
     from pytest_memstream.plugin.probe import open_probe
     from pytest_memstream.plugin.recorder import Recorder
     from pytest_memstream.plugin.stream import Stream
+    from pytest_memstream.plugin.tree import open_tree
     from pytest_memstream.sender import Sender
 
     sender = None
     if spec["endpoint"]:
         key, server_key = bytes.fromhex(spec["key"]), bytes.fromhex(spec["server_key"])
         sender = Sender(spec["endpoint"], spec["worker"], server_key, key)
+    tree = None
     try:
         probe = open_probe()
-        stream = Stream(sender, probe, float(spec["interval"]))
-        recorder = Recorder(stream, probe, spec.get("limit"))
+        if spec.get("children", True):
+            tree = open_tree()
+        stream = Stream(sender, probe, float(spec["interval"]), tree)
+        recorder = Recorder(stream, probe, spec.get("limit"), tree)
     except BaseException:
         if sender is not None:
             sender.close()
+        if tree is not None:
+            tree.close()
         raise
     config.pluginmanager.register(recorder, "memstream-recorder")
     return recorder

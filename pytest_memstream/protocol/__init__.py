@@ -23,8 +23,8 @@ PEAK_METHODS = frozenset({HWM, SAMPLED})
 #: How a child process's peak was obtained: also ``rusage``, wait4()'s ru_maxrss of a
 #: reaped child.
 CHILD_METHODS = PEAK_METHODS | {RUSAGE}
-#: What a memory limit is on.
-LIMIT_ON = ("growth", "peak")
+#: What a memory limit is on: the worker's growth or peak, or its process tree's growth.
+LIMIT_ON = ("growth", "peak", "tree")
 
 
 class ProtocolError(ValueError):
