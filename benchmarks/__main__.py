@@ -17,6 +17,7 @@ from pathlib import Path
 from benchmarks import (
     accuracy,
     breakdown,
+    children,
     instructions,
     latency,
     overhead,
@@ -30,6 +31,7 @@ PARTS: dict[str, Callable[[bool], str]] = {
     "instructions": instructions.run_part,
     "breakdown": breakdown.run_part,
     "accuracy": accuracy.run_part,
+    "children": children.run_part,
     "throughput": throughput.run_part,
     "latency": latency.run_part,
     "scale": scale.run_part,

@@ -53,6 +53,8 @@ def test_viewers_before_during_and_after_start(project: Project) -> None:
     code, output, report = project.finish()
     assert code == 0, output
     assert len(report["tests"]) == 8
+    viewers = report["run"]["viewers"]  # three viewers, one snapshot each at least
+    assert viewers["snapshots"] >= 3 and viewers["rejected"] == {}
     for watch in (before, at_start, during):
         assert watch.finish() == 0, watch.err.lines
         events = watch.events

@@ -238,6 +238,13 @@ def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> li
         if rejected:
             detail = ", ".join(f"{n} {reason}" for reason, n in sorted(rejected.items()))
             lines.append(f"memstream: rejected input: {detail}")
+        viewers = report["run"].get("viewers") or {}
+        if viewers.get("snapshots") or viewers.get("rejected") or viewers.get("dropped"):
+            refused = sum(viewers["rejected"].values())
+            lines.append(
+                f"memstream: viewers: {counted(viewers['snapshots'], 'snapshot')} served, "
+                f"{refused} requests refused, {viewers['dropped']} messages dropped"
+            )
     lines.append(footer_line(report))
     return lines
 

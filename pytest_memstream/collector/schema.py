@@ -102,6 +102,14 @@ class WorkerEntry(TypedDict):
     error: str | None
 
 
+class ViewersEntry(TypedDict):
+    #: Snapshots served; requests refused, by reason; updates or replies a viewer's full
+    #: queue (or its going away) cost.
+    snapshots: int
+    rejected: dict[str, int]
+    dropped: int
+
+
 class RunEntry(TypedDict, total=False):
     started: float
     duration: float
@@ -117,6 +125,7 @@ class RunEntry(TypedDict, total=False):
     messages: int
     frames: int
     rejected: dict[str, int]
+    viewers: ViewersEntry | None
 
 
 class Document(TypedDict):

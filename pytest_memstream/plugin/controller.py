@@ -335,6 +335,19 @@ class Controller:
             "complete": not stopped,
             "stopped": stopped or None,
             "not_run": not_run,
+            "viewers": self._viewer_facts(),
+        }
+
+    def _viewer_facts(self) -> dict[str, Any] | None:
+        """What the viewers asked and were refused, None where they could not attach."""
+        sink = self.starter.sink_if_started()
+        fanout = None if sink is None else sink.fanout
+        if fanout is None:
+            return None
+        return {
+            "snapshots": fanout.snapshots,
+            "rejected": dict(fanout.rejects),
+            "dropped": fanout.dropped,
         }
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

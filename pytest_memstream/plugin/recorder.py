@@ -179,6 +179,9 @@ class Recorder:
         before = self._rss
         after, peak = self._probe.boundary()
         self._rss = after
+        if test.sampled_peak:  # a long phase: never below what the sampler saw
+            peak = max(peak, test.sampled_peak)
+            test.sampled_peak = 0
         # A tuple of numbers: untracked by the garbage collector, it cannot lengthen full
         # collections while it waits in the queue.
         test.phases[phase] = (before, after, max(peak, before, after), duration)

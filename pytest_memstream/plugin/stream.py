@@ -44,6 +44,7 @@ class CurrentTest:
         "phase",
         "phases",
         "rss",
+        "sampled_peak",
         "started",
         "stops",
         "teardown",
@@ -73,6 +74,9 @@ class CurrentTest:
         self.ended = False
         #: What the processes it started came to, once any was seen (plugin/tree.py).
         self.tree: TestTree | None = None
+        #: The largest RSS the sampler saw in the running phase: the kernel sums its
+        #: counters lazily, and its mark can trail a sample by a few hundred KiB.
+        self.sampled_peak = 0
 
     def progress(self) -> list[dict[str, Any]]:
         """``start`` and ``phase`` messages not sent yet (called by the stream thread)."""
@@ -200,6 +204,8 @@ class Stream:
                 # Running at two wake-ups in a row: a test the sink should see live.
                 now, rss = time.time(), probe.rss()
                 probe.observe(rss)
+                if rss > test.sampled_peak:
+                    test.sampled_peak = rss
                 self.recent.append((test.index, test.phase, now, rss))
                 sample = {
                     "k": "sample",
