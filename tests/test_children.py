@@ -20,6 +20,11 @@ def python(size, seconds):
     return [sys.executable, "-c", HOLD.format(size=size, seconds=seconds)]
 
 
+def test_no_child():  # first, so that no process is left from a test before it
+    data = b"n" * (20 * MiB)
+    del data
+
+
 def test_subprocess_held():
     subprocess.run(python(300, 1.0), check=True)
 
@@ -54,10 +59,6 @@ def test_killed_child():
     child.kill()
     child.wait()
 
-
-def test_no_child():
-    data = b"n" * (20 * MiB)
-    del data
 """
 
 

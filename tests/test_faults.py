@@ -62,6 +62,8 @@ KILLS = {
     "segfault": "ctypes.string_at(0)",
     "sigterm": "os.kill(os.getpid(), signal.SIGTERM)",
 }
+#: What the report says ended the worker (its exit status), and in the crash line.
+KILLED_BY = {"sigkill": "SIGKILL", "os_exit": None, "segfault": "SIGSEGV", "sigterm": "SIGTERM"}
 
 
 @pytest.mark.slow
@@ -88,6 +90,7 @@ def test_crashed_worker_is_a_finding(
     victim = workers[crashed["worker"]]
     assert victim["status"] == "crashed"
     assert victim["crashed_test"] == crashed["nodeid"]
+    assert victim["killed_by"] == KILLED_BY[kind]
     assert victim["unrecoverable"] == 0
     # Every test that finished on the dead worker before the crash keeps its figures.
     finished_there = [t for t in run.report["tests"] if t["worker"] == victim["id"]]
@@ -99,6 +102,7 @@ def test_crashed_worker_is_a_finding(
     replacement = next(w for w in workers.values() if w["id"] not in ("gw0", "gw1"))
     assert replacement["status"] == "complete"
     assert replacement["pid"] > 0
+    ended = f" \\({KILLED_BY[kind]}\\)" if KILLED_BY[kind] else ""
     names = sorted(t["nodeid"].split("::")[1].split("[")[0] for t in run.report["tests"])
     assert names == ["test_after"] * 4 + ["test_before"] * 10 + ["test_crash"]
     assert all(t["outcome"] == "passed" for t in run.report["tests"] if t is not crashed)
@@ -107,7 +111,8 @@ def test_crashed_worker_is_a_finding(
             # Its growth and peak, and a blank for what it kept.
             rf"\s*\+[\d.]+M\s+[\d.]+M\s+{victim['id']}\s+call\s+test_crashy.py::test_crash  "
             r"\[crashed\]$",
-            rf"memstream: worker {victim['id']} crashed while running test_crashy.py::test_crash "
+            rf"memstream: worker {victim['id']} crashed{ended} while running "
+            r"test_crashy.py::test_crash "
             r"\(phase call, last RSS \d+\.\dM, peak \d+\.\dM, climbing [\d.]+[KMG]/s; "
             r"last samples .*\)",
             rf"memstream: 15 tests on 3 workers, .*crashed: {victim['id']}$",

@@ -185,6 +185,7 @@ def test_real_run_writes_a_page_with_plot_and_table(
     assert page.body["data-ready"] == "1"
     assert page.body["data-tests"] == str(len(run.report["tests"])) == "6"
     assert page.body["data-bands"] == "6"
+    assert int(page.body["data-totals"]) >= 1  # the run's total, stacked
     assert page.body["data-rows"] == "5"  # --memstream-top's default
     assert "test_memory.py::test_spike" in page.dom
     for worker in run.report["workers"]:

@@ -30,7 +30,10 @@ def test_screen_at_80_columns_shows_running_test_and_top(project: Project) -> No
         screen = tmux.wait(
             "stay",
             lambda s: (
-                "test_gated.py::test_hungry" in s and s.count("test_gated.py::test_quick") >= 4
+                # All six quick tests done: the largest, [5], is in the top list too.
+                "test_gated.py::test_hungry" in s
+                and s.count("test_gated.py::test_quick") >= 4
+                and "test_quick[5]" in s
             ),
         )
         lines = screen.splitlines()

@@ -346,6 +346,10 @@ def run_value(status: str, tests: int) -> dict[str, Any]:
         "frames": tests,
         "rejected": 0,
         "tests": tests,
+        "total": 200 << 20,
+        "peak_total": 300 << 20,
+        "limit": 8 << 30,
+        "headroom": 6 << 30,
     }
 
 

@@ -73,7 +73,15 @@ def header(mirror: Mirror, status: Status) -> Text:
     if elapsed:
         text.append(f" {elapsed}")
     # The least useful last: a narrow terminal cuts the line short rather than wrap it.
-    text.append(f" · {counted(totals['tests'], 'test')} done · {status.rate:,.0f} msg/s")
+    text.append(f" · {counted(totals['tests'], 'test')} done")
+    if run.get("total"):
+        # What the OOM killer counts: every worker's tree, and what is left.
+        text.append(f" · total {format_size(run['total'])}")
+        headroom = run.get("headroom")
+        if headroom is not None:
+            low = run.get("limit") and headroom < run["limit"] // 10
+            text.append(f", {format_size(headroom)} free", style="bold red" if low else "")
+    text.append(f" · {status.rate:,.0f} msg/s")
     text.append(f" · {totals['lost']} lost", style="red" if totals["lost"] else "")
     text.append(f" · {totals['messages']:,} msgs · pid {run.get('pid', '?')}")
     return text

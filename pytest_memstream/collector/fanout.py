@@ -339,6 +339,10 @@ class Fanout:
             "frames": state.frames,
             "rejected": sum(state.rejects.values()),
             "tests": len(state.tests),
+            "total": state.totals.total,
+            "peak_total": state.totals.peak,
+            "limit": state.totals.limit,
+            "headroom": state.totals.available,
         }
 
     def _beat(self) -> None:

@@ -72,12 +72,19 @@ def _data(report: Report) -> dict[str, Any]:
         )
         if outcome == "crashed" and t.get("samples"):
             samples[str(n)] = [[ms(s[0]), int(s[1])] for s in t["samples"]]
+    # Every worker's tree over the run, stacked: [ms, [memory of each worker in order]].
+    totals = [
+        [ms(when), [int(memory.get(w, 0)) for w in workers]]
+        for when, memory in report["run"].get("total_timeline") or []
+    ]
     return {
         "workers": workers,
         "outcomes": list(OUTCOMES),
         "phases": list(PHASES),
         "tests": rows,
         "samples": samples,
+        "totals": totals,
+        "limit": report["run"].get("limit"),
     }
 
 
@@ -235,6 +242,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
 ><span><i style="background:#80cbc4"></i>xpassed</span
 ><span>band: a test, from its start RSS to its peak; line: RSS; dashed: its process
 tree (the worker and the processes it started); hover for figures</span></p>
+<div id=totalwrap><canvas id=total></canvas><p id=totalnote></p></div>
 <div id=wrap><canvas id=plot></canvas><div id=hl hidden></div><div id=tip hidden></div></div>
 <h2>@TOP_TITLE@</h2>
 @TOP@
@@ -372,7 +380,50 @@ tree (the worker and the processes it started); hover for figures</span></p>
       ctx.fillText(+s.toFixed(3) + "s", tx - 8, ay + 6);
     }
     document.body.dataset.trees = String(trees);
+    drawTotals();
     return bands;
+  }
+  // The run as the machine sees it: every worker's tree, stacked, and the run's limit.
+  function drawTotals() {
+    var c = document.getElementById("total"), note = document.getElementById("totalnote");
+    if (!D.totals.length) { c.hidden = true; return; }
+    var g = c.getContext("2d"), H = 140, dpr = window.devicePixelRatio || 1;
+    c.width = Math.round(width * dpr); c.height = Math.round(H * dpr);
+    c.style.height = H + "px"; g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, width, H); g.font = "12px system-ui,sans-serif";
+    var peak = 1, n, p, k;
+    for (n = 0; n < D.totals.length; n++) {
+      var sum = 0;
+      for (k = 0; k < NW; k++) sum += D.totals[n][1][k];
+      if (sum > peak) peak = sum;
+    }
+    var showLimit = D.limit && D.limit <= peak * 2;
+    var top = showLimit ? Math.max(peak, D.limit) : peak;
+    var y = function (v) { return TOP + (H - TOP - 4) * (1 - v / (top * 1.05)); };
+    var COLORS = ["#90caf9", "#a5d6a7", "#ffcc80", "#ce93d8", "#80deea", "#ef9a9a"];
+    g.fillStyle = "#fafafa"; g.fillRect(LEFT, TOP, plotW, H - TOP - 4);
+    for (k = NW - 1; k >= 0; k--) {  // each worker's band on the ones before it
+      g.fillStyle = COLORS[k % COLORS.length]; g.beginPath(); g.moveTo(x(D.totals[0][0]), y(0));
+      for (n = 0; n < D.totals.length; n++) {
+        p = D.totals[n]; var upto = 0;
+        for (var m = 0; m <= k; m++) upto += p[1][m];
+        g.lineTo(x(p[0]), y(upto));
+      }
+      g.lineTo(x(D.totals[D.totals.length - 1][0]), y(0)); g.closePath(); g.fill();
+    }
+    g.fillStyle = "#222"; g.textBaseline = "top"; g.fillText("all workers", 6, TOP + 20);
+    g.fillStyle = "#777"; g.textAlign = "right"; g.fillText(size(peak), LEFT - 4, y(peak));
+    g.textAlign = "left";
+    if (showLimit) {
+      g.strokeStyle = "#d50000"; g.setLineDash([6, 4]); g.beginPath();
+      g.moveTo(LEFT, y(D.limit)); g.lineTo(LEFT + plotW, y(D.limit)); g.stroke(); g.setLineDash([]);
+      g.fillStyle = "#d50000"; g.textBaseline = "bottom";
+      g.fillText("limit " + size(D.limit), LEFT + 4, y(D.limit) - 2);
+    }
+    note.textContent = "The run's total: every worker's process tree, stacked (peak " +
+      size(peak) + (D.limit ? "; the run may have " + size(D.limit) +
+      (showLimit ? ", dashed" : "") : "") + ").";
+    document.body.dataset.totals = String(D.totals.length);
   }
   function niceStep(raw) {
     var p = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1e-3))));

@@ -94,6 +94,23 @@ def _children_json(tree: dict[str, Any] | None) -> ChildrenEntry:
     }
 
 
+def _totals_json(state: RunState) -> dict[str, Any]:
+    """The run's total memory at its peak, and who held it (under the state's lock)."""
+    totals = state.totals
+    held = []
+    for part in totals.peak_running:
+        record = state.tests.get((part.worker, part.index)) if part.index >= 0 else None
+        nodeid = part.nodeid or (record.nodeid if record is not None else "")
+        held.append({"nodeid": nodeid or None, "worker": part.worker, "rss": part.memory})
+    return {
+        "peak_total": totals.peak,
+        "peak_total_at": totals.peak_at or None,
+        "peak_total_tests": sorted(held, key=lambda h: -h["rss"]),
+        "available_min": totals.available_min,
+        "total_timeline": [[when, memory] for when, memory in totals.timeline],
+    }
+
+
 def _worker_json(worker: WorkerState, tests: int) -> WorkerEntry:
     return {
         "id": worker.id,
@@ -109,6 +126,7 @@ def _worker_json(worker: WorkerState, tests: int) -> WorkerEntry:
         "peak_method": worker.method,
         "crashed_test": worker.crashed or None,
         "error": worker.error or None,
+        "killed_by": worker.killed_by,
     }
 
 
@@ -135,6 +153,7 @@ class Snapshot:
                 messages=state.messages,
                 frames=state.frames,
                 rejected=dict(state.rejects),
+                **_totals_json(state),
             )
         self.workers = workers
         self.records = records
@@ -229,9 +248,10 @@ def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> li
                 f"{figure_text(t, 'kept', signed=True):>8}  {tree_cell}{t['worker']:<6}  "
                 f"{t['peak_phase'] or '?':<8}  {t['nodeid']}{_mark(t)}{_children(t)}"
             )
+    killed_by = {w["id"]: w.get("killed_by") for w in report["workers"]}
     for t in report["tests"]:
         if t["outcome"] == "crashed":
-            lines.append(_crash_line(t))
+            lines.append(_crash_line(t, killed_by.get(t["worker"])))
     if verbosity > 0:
         lines.extend(_worker_line(w) for w in report["workers"])
         rejected = report["run"].get("rejected") or {}
@@ -245,6 +265,9 @@ def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> li
                 f"memstream: viewers: {counted(viewers['snapshots'], 'snapshot')} served, "
                 f"{refused} requests refused, {viewers['dropped']} messages dropped"
             )
+    peak = run_peak_line(report) if verbosity >= 0 else None
+    if peak is not None:
+        lines.append(peak)
     lines.append(footer_line(report))
     return lines
 
@@ -282,7 +305,7 @@ def _mark(test: dict[str, Any]) -> str:
     return f"  [{', '.join(extra)}]" if extra else ""
 
 
-def _crash_line(test: dict[str, Any]) -> str:
+def _crash_line(test: dict[str, Any], killed_by: str | None = None) -> str:
     rate = test.get("climb_rate") or 0.0
     climbing = f", climbing {format_size(rate)}/s" if rate > 0 else ""
     figures = (
@@ -295,9 +318,15 @@ def _crash_line(test: dict[str, Any]) -> str:
     if samples:
         tail = "; last samples " + " ".join(format_size(rss) for _, rss in samples[-5:])
     return (
-        f"memstream: worker {test['worker']} crashed while running {test['nodeid']} "
+        f"memstream: worker {test['worker']} {_ended(killed_by)} while running {test['nodeid']} "
         f"(phase {test['peak_phase'] or '?'}, {figures}{tail}){_over_limit(test)}"
     )
+
+
+def _ended(killed_by: str | None) -> str:
+    if killed_by == "oom-killer":
+        return "was killed by the OOM killer"
+    return f"crashed ({killed_by})" if killed_by else "crashed"
 
 
 def _over_limit(test: dict[str, Any]) -> str:
@@ -340,9 +369,44 @@ def footer_line(report: Report) -> str:
     crashed = [w["id"] for w in workers if w["status"] == "crashed"]
     if crashed:
         parts.append(f"crashed: {', '.join(crashed)}")
+    lost = run.get("figures_lost")
+    if lost:
+        shown = ", ".join(lost[:3]) + (", ..." if len(lost) > 3 else "")
+        parts.append(
+            f"{counted(len(lost), 'test')} ran but their figures died with their worker ({shown})"
+        )
     if not run.get("complete", True):
         parts.append(f"INCOMPLETE run ({incomplete_reason(run)})")
     return "memstream: " + ", ".join(parts)
+
+
+def run_peak_line(report: Report) -> str | None:
+    """``memstream: run peak 3.1G total (4 workers) at 0:42 while test_a (1.2G, gw0) ran;
+    limit 8.0G``: the run's total at its highest, as the OOM killer counts."""
+    run = report["run"]
+    peak = run.get("peak_total")
+    if not peak:
+        return None
+    at = ""
+    if run.get("peak_total_at") and run.get("started"):
+        seconds = max(0, int(run["peak_total_at"] - run["started"]))
+        at = f" at {seconds // 60}:{seconds % 60:02d}"
+    held = run.get("peak_total_tests") or []
+    tests = [h for h in held if h["nodeid"]]
+    workers = counted(len(held), "worker")
+    ran = ""
+    if tests:
+        shown = ", ".join(
+            f"{h['nodeid'].rpartition('::')[2] or h['nodeid']} ({format_size(h['rss'])}, "
+            f"{h['worker']})"
+            for h in tests[:4]
+        )
+        ran = f" while {shown}{', ...' if len(tests) > 4 else ''} ran"
+    limit = f"; limit {format_size(run['limit'])}" if run.get("limit") else ""
+    headroom = ""
+    if run.get("available_min") is not None:
+        headroom = f", least headroom seen {format_size(run['available_min'])}"
+    return f"memstream: run peak {format_size(peak)} total ({workers}){at}{ran}{limit}{headroom}"
 
 
 def incomplete_reason(run: dict[str, Any]) -> str:

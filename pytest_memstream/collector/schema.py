@@ -86,7 +86,14 @@ class CrashedTestEntry(TestEntry, total=False):
     limit: LimitEntry | None
 
 
-class WorkerEntry(TypedDict):
+class WorkerEnd(TypedDict, total=False):
+    """What ended a worker that did not finish, where known: ``oom-killer`` (the run's
+    cgroup counted a kill), or the signal's name (``SIGKILL``)."""
+
+    killed_by: str | None
+
+
+class WorkerEntry(WorkerEnd):
     id: str
     pid: int
     status: str
@@ -110,6 +117,12 @@ class ViewersEntry(TypedDict):
     dropped: int
 
 
+class HeldEntry(TypedDict):
+    nodeid: str | None
+    worker: str
+    rss: int
+
+
 class RunEntry(TypedDict, total=False):
     started: float
     duration: float
@@ -121,11 +134,24 @@ class RunEntry(TypedDict, total=False):
     complete: bool
     stopped: str | None
     not_run: int
+    #: Tests that ran but whose figures died with their worker (xdist saw them start).
+    figures_lost: list[str]
     tests: int
     messages: int
     frames: int
     rejected: dict[str, int]
     viewers: ViewersEntry | None
+    #: The total of every worker's process tree at its highest, when, and who held it.
+    peak_total: int
+    peak_total_at: float | None
+    peak_total_tests: list[HeldEntry]
+    #: The memory the run could have (its cgroup's limit, else the machine's), where
+    #: that comes from, and the least headroom seen.
+    limit: int
+    limit_source: str
+    available_min: int | None
+    #: ``[[time, {worker: memory}], ...]``: what each worker's tree held, over the run.
+    total_timeline: list[list[Any]]
 
 
 class Document(TypedDict):

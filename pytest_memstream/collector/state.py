@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_memstream.collector.numbers import Received
+from pytest_memstream.collector.totals import Running, RunTotals
 from pytest_memstream.protocol import PHASES, ProtocolError
 from pytest_memstream.protocol import stream as wire
 from pytest_memstream.protocol.stream import Header, Message
@@ -146,6 +147,8 @@ class WorkerState:
     #: expected → running → complete | recovered | crashed | incomplete
     status: str = "expected"
     error: str = ""
+    #: What ended it, where known (``oom-killer``, a signal's name); see WorkerEnd.
+    killed_by: str | None = None
     received: int = 0
     #: The sequence numbers received (see collector/numbers.py).
     numbers: Received = field(default_factory=Received)
@@ -163,6 +166,12 @@ class WorkerState:
     #: Tests whose end arrived over the stream.
     ended: int = 0
     running: RunningTest | None = None
+    #: Its latest RSS, its process tree's total (None while its test has no process),
+    #: and the test it was running then (-1: none known); its last ended test's peak.
+    last_peak: int = 0
+    rss: int = 0
+    tree: int | None = None
+    current: int = -1
     #: The id of the test that was running when the worker died.
     crashed: str = ""
     #: It could not measure (its recorder never started): its tests ran unmeasured.
@@ -184,6 +193,8 @@ class RunState:
         self.rejects: Counter[str] = Counter()
         self.messages = 0
         self.frames = 0
+        #: The run as the machine sees it (collector/totals.py).
+        self.totals = RunTotals()
 
     # --- the sink thread's side --------------------------------------------------------
 
@@ -216,6 +227,7 @@ class RunState:
             worker.lost = numbers.lost()
             worker.dropped = numbers.dropped()
             worker.heard = time.monotonic()
+            ended = worker.ended
             if len(parts) != 1 or parts[0][1] - parts[0][0] != len(batch):
                 # Some of its numbers were received before: those messages are replays.
                 first = header.first
@@ -237,9 +249,31 @@ class RunState:
                     self._on_sample(worker, message)  # most of a long test's
                 else:
                     getattr(self, "_on_" + kind)(worker, message)
+            if worker.ended > ended:
+                # A test's exact peak, in the total beside the others' latest figures.
+                self._note_totals(worker.id, worker.last_peak)
+            self._note_totals()
             self.cond.notify_all()
 
+    def _note_totals(self, peaked: str = "", peak: int = 0) -> None:
+        """Every live worker's latest figure after a change (``peaked``'s at ``peak``,
+        where a test just told its peak), under the lock."""
+        memory: dict[str, int] = {}
+        running: list[Running] = []
+        for worker in self.workers.values():
+            if worker.status != "running" or not worker.rss:
+                continue
+            held = worker.tree if worker.tree is not None else worker.rss
+            if worker.id == peaked:
+                held = max(held, peak)
+            memory[worker.id] = held
+            test = worker.running
+            nodeid = test.nodeid if test is not None and test.index == worker.current else ""
+            running.append(Running(worker.id, worker.current, nodeid, held))
+        self.totals.note(time.time(), memory, running)
+
     def _on_hello(self, worker: WorkerState, message: Message) -> None:
+        worker.rss = message["rss"]
         worker.pid = message["pid"]
         worker.method = message["method"]
         worker.platform = message["platform"]
@@ -258,7 +292,8 @@ class RunState:
             message["i"], message["id"], message["t"], rss, rss=rss, peak=rss
         )
         running.limit = message.get("lim")
-        tree = message.get("tree")
+        tree = worker.tree = message.get("tree")
+        worker.rss, worker.current = rss, running.index
         if tree is not None:
             running.tree_start = running.tree = running.tree_peak = tree
 
@@ -266,6 +301,7 @@ class RunState:
         running = worker.running
         figures = message["f"]
         worker.max_rss = max(worker.max_rss, figures[2])
+        worker.rss = figures[1]
         if running is not None and running.index == message["i"]:
             running.phases[message["ph"]] = figures
             running.rss = figures[1]
@@ -276,6 +312,8 @@ class RunState:
         for _, rss in samples:
             if rss > worker.max_rss:
                 worker.max_rss = rss
+        # A heartbeat, or a long test's sample: the worker's figure for the run's total.
+        worker.rss, worker.tree, worker.current = samples[-1][1], message.get("tree"), message["i"]
         running = worker.running
         if running is not None and running.index == message["i"]:
             running.phase = message["ph"] or running.phase
@@ -293,6 +331,14 @@ class RunState:
 
     def _on_end(self, worker: WorkerState, message: Message) -> None:
         record = TestRecord.from_end(worker.id, message, "stream")
+        # The test it ran last: its peak is what the run's total names it for.
+        worker.rss, worker.current, worker.last_peak = (
+            record.rss_end,
+            record.index,
+            record.tree_peak,
+        )
+        if record.tree is None:
+            worker.tree = None
         index = record.index
         if index > worker.last_index:
             worker.last_index = index
@@ -355,7 +401,11 @@ class RunState:
             return True
 
     def finish_worker(
-        self, worker: str, fallback: Mapping[str, object] | None, error: str | None
+        self,
+        worker: str,
+        fallback: Mapping[str, object] | None,
+        error: str | None,
+        killed_by: str | None = None,
     ) -> None:
         """The worker is down: fill gaps from its fallback, and name what is lost.
 
@@ -382,6 +432,7 @@ class RunState:
                 problem = "unreadable fallback: it holds no records"
         with self.cond:
             state = self.workers.setdefault(worker, WorkerState(worker))
+            state.killed_by = killed_by
             if fallback is not None:
                 # The worker's own counts, over whatever frames said.
                 last = _whole(fallback, "last_seq", -1)
@@ -414,6 +465,7 @@ class RunState:
             else:
                 state.status = "recovered" if state.recovered else "complete"
             state.unmeasured = state.unmeasured or unmeasured
+            self._note_totals()  # what it held leaves the run's total
             self.cond.notify_all()
 
     def settle_unfinished(self) -> None:

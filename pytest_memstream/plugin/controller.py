@@ -7,6 +7,8 @@ pytest process is both: it runs a local Recorder that streams to its own sink as
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import platform
 import sys
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from pytest_memstream.collector.sink import Sink
     from pytest_memstream.collector.state import RunState
     from pytest_memstream.handover import WorkerSpec
+    from pytest_memstream.machine import MemoryLimit
     from pytest_memstream.plugin.baselines import Baselines
     from pytest_memstream.plugin.recorder import Recorder
     from pytest_memstream.security import RunKeys
@@ -35,6 +38,8 @@ DRAIN_TIMEOUT = 5.0
 DRAIN_QUIET = 1.0
 #: A crashed worker's last sequence number is unknown: wait until it is quiet.
 CRASH_QUIET = 0.2
+#: How long a crashed local worker's exit status may take to be there.
+EXIT_WAIT = 1.0
 
 
 def start_controller(config: pytest.Config, settings: Settings) -> Controller:
@@ -75,6 +80,10 @@ class Controller:
         #: Workers on other hosts that were given no address to stream to.
         self.remote_unstreamed: list[str] = []
         self._started = starter.began
+        #: The OOM killer's kills in the run's cgroup so far (see _killed_how).
+        self._oom_kills = 0
+        #: The node ids xdist collected (the first worker's), for the scheduler's summary.
+        self._collected: list[str] | None = None
         #: The selected tests that have not started (None until they are known): xdist
         #: says nothing when it stops giving out tests, so what is left at the end (and
         #: has no record either) never ran.
@@ -133,11 +142,40 @@ class Controller:
             self._drain(worker, int(fallback.get("last_seq", -1)))
         else:
             self.state.wait_drained(worker, None, CRASH_QUIET, DRAIN_TIMEOUT)
+        why = killed_by = None
+        if error is not None:
+            why, killed_by = self._killed_how(node, str(error))
         self.state.finish_worker(
-            worker,
-            fallback if isinstance(fallback, dict) else None,
-            None if error is None else str(error),
+            worker, fallback if isinstance(fallback, dict) else None, why, killed_by
         )
+
+    def _killed_how(self, node: Any, error: str) -> tuple[str, str | None]:
+        """``error`` told with what ended the worker, and that in a word, where known: a
+        local worker's exit status (execnet's process) says the signal; the OOM killer's
+        count (the run's cgroup's, else the machine's) says whether it was the OOM killer."""
+        import signal
+
+        popen = getattr(getattr(node.gateway, "_io", None), "popen", None)
+        code = None
+        if popen is not None and hasattr(popen, "wait"):
+            import subprocess
+
+            # Its pipe closed as it ended: it is gone, or about to be.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = popen.wait(timeout=EXIT_WAIT)
+        kills = self.memory_limit.oom_kills()
+        if kills is not None and kills > self._oom_kills:
+            self._oom_kills = kills
+            if code is None or code == -signal.SIGKILL:
+                where = self.memory_limit.source
+                return f"{error}; killed by the OOM killer ({where} oom_kill {kills})", "oom-killer"
+        if isinstance(code, int) and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"{error}; ended by {name}", name
+        return error, None
 
     def _drain(self, worker: str, last_seq: int) -> None:
         if not self.state.wait_drained(worker, last_seq, DRAIN_QUIET, DRAIN_TIMEOUT):
@@ -148,6 +186,8 @@ class Controller:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: Sequence[str]) -> None:
+        if self._collected is None:
+            self._collected = list(ids)
         if self._unstarted is None:  # a replacement worker collects the same tests again
             self._unstarted = set(ids)
 
@@ -156,6 +196,74 @@ class Controller:
         # finished) has none, yet it ran.
         if self._unstarted:
             self._unstarted.discard(nodeid)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """xdist's own scheduling, with hungry tests handed out by memory (schedule.py)."""
+        if self.settings.max_total is None:
+            return None
+        from pytest_memstream.plugin.schedule import make_scheduler
+
+        scheduler = make_scheduler(config, log, self._budget)
+        if scheduler is None:
+            self.problems.append(
+                "--memstream-max-total schedules --dist load and worksteal only: with --dist "
+                f"{config.getoption('dist')} the tests ran as xdist handed them out"
+            )
+        return scheduler
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_xdist_auto_num_workers(self, config: pytest.Config) -> int | None:
+        """-n auto: no more workers than the budget holds, each in its usual test."""
+        if self.settings.max_total is None:
+            return None
+        from xdist.plugin import pytest_xdist_auto_num_workers as by_cpu
+
+        from pytest_memstream.plugin.schedule import workers_for
+
+        cpus: int = by_cpu(config)
+        return max(1, min(cpus, workers_for(self._max_total_bytes(), self._predictions)))
+
+    @functools.cached_property
+    def _predictions(self) -> dict[str, int]:
+        from pytest_memstream.plugin.schedule import learnt, predictions_from_baseline
+
+        cache = getattr(self.config, "cache", None)
+        # The compared baseline, else the default one.
+        name = self.settings.compare if isinstance(self.settings.compare, str) else "default"
+        baseline: dict[str, int] = {}
+        if cache is not None:
+            baseline = predictions_from_baseline(cache.get(f"memstream/baselines/{name}", None))
+        known = learnt(cache)
+        for nodeid, growth in baseline.items():
+            known[nodeid] = max(known.get(nodeid, 0), growth)
+        return known
+
+    def _max_total_bytes(self) -> int:
+        """--memstream-max-total in bytes: as given, or for ``auto`` the headroom at the
+        start (the limited cgroup's limit less what it holds, else ``MemAvailable``)."""
+        max_total = self.settings.max_total
+        if isinstance(max_total, int):
+            return max_total
+        headroom = self.memory_limit.headroom()
+        return self.memory_limit.limit if headroom is None else headroom
+
+    @functools.cached_property
+    def _budget(self) -> Any:
+        from xdist.workermanage import parse_tx_spec_config
+
+        from pytest_memstream.plugin.schedule import Budget
+
+        workers = len(parse_tx_spec_config(self.config))
+        return Budget(self._max_total_bytes(), workers, self._predictions, self.state)
+
+    @staticmethod
+    def memory_rss() -> int:
+        try:
+            with open("/proc/self/statm", "rb") as statm:
+                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return 0
 
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport) -> None:
@@ -207,7 +315,18 @@ class Controller:
         self.starter.wait_for_sink()
         if announced and not self.starter.viewer_endpoints:
             self.write_session_file()  # it named viewer sockets that do not exist
+        self.state.totals.headroom = self.memory_limit.headroom
+        self.state.totals.limit = self.memory_limit.limit
+        self._oom_kills = self.memory_limit.oom_kills() or 0
         return (yield)
+
+    @functools.cached_property
+    def memory_limit(self) -> MemoryLimit:
+        """The memory the run may have: read when first needed, not before the workers
+        start (a few files; every millisecond there is one the whole run waits)."""
+        from pytest_memstream.machine import memory_limit
+
+        return memory_limit()
 
     def pytest_report_header(self) -> list[str]:
         starter = self.starter
@@ -268,6 +387,10 @@ class Controller:
 
         snapshot = Snapshot(self.state, self._run_facts(stopped, not_run))
         report = snapshot.document(top)
+        if self.settings.max_total is not None:
+            from pytest_memstream.plugin.schedule import learn
+
+            learn(getattr(self.config, "cache", None), self._predictions, snapshot.records)
         if settings.json_path is not None:
             try:
                 snapshot.write_json(settings.json_path)
@@ -322,6 +445,21 @@ class Controller:
             return 0
         return len(self._unstarted - self.state.nodeids())
 
+    def _figures_lost(self) -> list[str]:
+        """Tests that ran (xdist logged their start) yet left no record: their figures died
+        with their worker, in the socket's buffers when it was killed."""
+        if self._collected is None:
+            return []  # without xdist the recorder is in this process: nothing in flight
+        from pytest_memstream.protocol.stream import cut_nodeid
+
+        unstarted = self._unstarted or set()
+        recorded = self.state.nodeids()
+        return [
+            nodeid
+            for nodeid in self._collected
+            if nodeid not in unstarted and cut_nodeid(nodeid) not in recorded
+        ]
+
     def _run_facts(self, stopped: str, not_run: int) -> dict[str, Any]:
         methods = sorted({w.method for w in self.state.workers.values() if w.method})
         return {
@@ -335,7 +473,10 @@ class Controller:
             "complete": not stopped,
             "stopped": stopped or None,
             "not_run": not_run,
+            "figures_lost": self._figures_lost(),
             "viewers": self._viewer_facts(),
+            "limit": self.memory_limit.limit,
+            "limit_source": self.memory_limit.source,
         }
 
     def _viewer_facts(self) -> dict[str, Any] | None:
@@ -365,6 +506,13 @@ class Controller:
             terminalreporter.write_line(f"memstream: JSON report written to {settings.json_path}")
         if self.html_written:
             terminalreporter.write_line(f"memstream: HTML report written to {settings.html_path}")
+        if "_budget" in self.__dict__:  # the scheduler ran
+            from pytest_memstream.plugin.schedule import summary_line
+
+            source = ""
+            if not isinstance(settings.max_total, int):
+                source = f" free in {self.memory_limit.source}"
+            terminalreporter.write_line(summary_line(self._budget, source, self._collected))
         for problem in self.problems:
             terminalreporter.write_line(f"memstream: warning: {problem}", yellow=True)
         if self.baselines is not None:

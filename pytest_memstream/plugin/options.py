@@ -73,6 +73,8 @@ class Settings(NamedTuple):
     session_path: Path | None = None
     #: Measure the processes the tests start (plugin/tree.py).
     children: bool = True
+    #: Schedule hungry tests by memory (plugin/schedule.py): bytes, or "auto".
+    max_total: int | str | None = None
 
     @property
     def baselines_wanted(self) -> bool:
@@ -106,6 +108,13 @@ def add_options(parser: pytest.Parser) -> None:
         "html",
         "write a self-contained HTML report (a timeline per worker, the top tests) to PATH.",
         metavar="PATH",
+    )
+    option(
+        "max_total",
+        "under xdist (--dist load or worksteal), hand a test that took much memory before "
+        "to a worker only while the run's predicted total stays under SIZE; auto: the "
+        "memory the run's cgroup (or the machine) allows (default: off).",
+        metavar="SIZE|auto",
     )
     option(
         "children",
@@ -163,6 +172,10 @@ def add_options(parser: pytest.Parser) -> None:
         f"(default {DEFAULT_MIN_INCREASE}) against the compared baseline.",
         metavar="PCT[,MIN_SIZE]",
     )
+
+
+def _parse_max_total(text: str) -> int | str:
+    return "auto" if text == "auto" else _parse_size(text)
 
 
 def _parse_on_off(text: str) -> bool:
@@ -336,6 +349,9 @@ def resolve(config: pytest.Config) -> Settings:
         html_path=r.path("memstream_html"),
         session_path=r.path("memstream_session"),
         children=r.get("memstream_children", _parse_on_off, True, "on or off"),
+        max_total=r.get(
+            "memstream_max_total", _parse_max_total, None, f"auto, or a size such as {_SIZES}"
+        ),
         interval=r.get(
             "memstream_interval",
             _parse_interval,

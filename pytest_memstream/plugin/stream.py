@@ -28,6 +28,9 @@ from pytest_memstream.sender import Sender
 
 FLUSH_AT = 256
 CHUNK = 512
+#: Seconds between two heartbeats: the worker's RSS for the run's total, while no long
+#: test's samples already say it.
+HEARTBEAT = 1.0
 #: Samples kept for the running test's limit failure message.
 RECENT = 64
 
@@ -195,6 +198,7 @@ class Stream:
     def _run(self) -> None:
         probe, wake = self._probe, self._wake
         seen = -1  # the index of the test running at the last wake-up
+        beat_at = time.monotonic()
         while True:
             wake.wait(self.interval)
             if self._stopping:
@@ -202,25 +206,15 @@ class Stream:
             test = self.test
             if test is not None and test.index == seen:
                 # Running at two wake-ups in a row: a test the sink should see live.
-                now, rss = time.time(), probe.rss()
-                probe.observe(rss)
-                if rss > test.sampled_peak:
-                    test.sampled_peak = rss
-                self.recent.append((test.index, test.phase, now, rss))
-                sample = {
-                    "k": "sample",
-                    "t": now,
-                    "i": test.index,
-                    "ph": test.phase,
-                    "s": [[now, rss]],
-                }
-                if self._tree is not None:
-                    self._sample_tree(test, rss, sample)
-                self._flush(test, sample)
+                self._flush(test, self._sample(test))
+                beat_at = time.monotonic()
             else:
                 if test is not None and probe.method == SAMPLED:
                     probe.observe(probe.rss())  # where the sampler is the only peak there is
-                if self._queue and time.monotonic() - self._sent_at >= self.interval:
+                if time.monotonic() - beat_at >= HEARTBEAT:
+                    self._flush(None, self._sample(test))
+                    beat_at = time.monotonic()
+                elif self._queue and time.monotonic() - self._sent_at >= self.interval:
                     self._flush(None, None)  # the test thread has not sent them for a while
             seen = -1 if test is None else test.index
         if self._sender is None:
@@ -230,21 +224,35 @@ class Stream:
         self._flush(None, None)
         self._sender.close()
 
-    def _sample_tree(self, test: CurrentTest, rss: int, sample: dict[str, Any]) -> None:
+    def _sample(self, test: CurrentTest | None) -> dict[str, Any]:
+        """A sample of the worker's RSS (and tree): of ``test``, or a heartbeat."""
+        probe = self._probe
+        now, rss = time.time(), probe.rss()
+        probe.observe(rss)
+        sample: dict[str, Any] = {"k": "sample", "t": now, "i": -1, "ph": "", "s": [[now, rss]]}
+        if test is not None:
+            if rss > test.sampled_peak:
+                test.sampled_peak = rss
+            self.recent.append((test.index, test.phase, now, rss))
+            sample["i"], sample["ph"] = test.index, test.phase
+        if self._tree is not None:
+            self._sample_tree(test, rss, sample)
+        return sample
+
+    def _sample_tree(self, test: CurrentTest | None, rss: int, sample: dict[str, Any]) -> None:
         """Add the tree's total to a running test's sample, where it has descendants."""
         tree = self._tree
         assert tree is not None
         # The main thread's children, or a tree the test already has: anything else
         # would be a process started by another thread, which a later reading finds.
-        if test.tree is None and not tree.any_children():
+        if (test is None or test.tree is None) and not tree.any_children():
             return
         with tree.lock:
-            if test.ended:
-                return
             reading = tree.read()
-            if test.tree is None:
-                test.tree = TestTree(test.rss, None)
-            test.tree.observe(rss, reading)
+            if test is not None and not test.ended:
+                if test.tree is None:
+                    test.tree = TestTree(test.rss, None)
+                test.tree.observe(rss, reading)
         sample["tree"] = rss + reading.memory
         sample["procs"] = len(reading.processes)
 

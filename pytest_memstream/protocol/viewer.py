@@ -95,6 +95,12 @@ RUN_VIEW: Fields = (
     ("frames", count),
     ("rejected", count),
     ("tests", count),
+    # Every worker's process tree together, now and at its highest; the memory the run
+    # may have and what is left of it (nil where unknown).
+    ("total", size),
+    ("peak_total", size),
+    ("limit", optional(size)),
+    ("headroom", optional(size)),
 )
 RUNNING_VIEW: Fields = (
     ("index", count),

@@ -1,0 +1,188 @@
+"""--memstream-max-total: xdist's scheduling, with hungry tests handed out by memory."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from runs import MemstreamRun, RunMemstream
+
+MiB = 1 << 20
+
+# The hungry tests wait for each other (a marker file each, a deadline): run side by side
+# they overlap for sure; run one at a time, each waits its deadline out alone.
+HUNGRY = """
+import os, pathlib, time
+import pytest
+
+MiB = 1 << 20
+
+
+def hold(request, name, size, together=1.5):
+    data = b"x" * (size * MiB)
+    here = request.config.rootpath / "started"
+    here.mkdir(exist_ok=True)
+    (here / name).touch()
+    deadline = time.monotonic() + together
+    while len(list(here.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    del data
+
+
+def test_1_hungry(request):
+    hold(request, "a", 400)
+
+
+def test_2_small():
+    pass
+
+
+def test_3_hungry(request):
+    hold(request, "b", 400)
+
+
+def test_4_small():
+    pass
+
+
+@pytest.mark.parametrize("n", range(8))
+def test_5_more(n):
+    pass
+"""
+
+
+def spans(run: MemstreamRun, word: str) -> list[tuple[float, float]]:
+    return sorted((t["started"], t["finished"]) for t in run.report["tests"] if word in t["nodeid"])
+
+
+def overlap(intervals: list[tuple[float, float]]) -> bool:
+    return any(a[1] > b[0] for a, b in itertools.pairwise(intervals))
+
+
+def fresh(pytester: pytest.Pytester) -> None:
+    started = pytester.path / "started"
+    if started.exists():
+        for marker in started.iterdir():
+            marker.unlink()
+
+
+@pytest.mark.parametrize("dist", ["load", "worksteal"])
+def test_two_hungry_tests_never_overlap_when_the_budget_fits_one(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, dist: str
+) -> None:
+    pytester.makepyfile(test_mem=HUNGRY)
+    # Without a budget they run side by side (and the run learns what each takes).
+    control = run_memstream("-n", "2", f"--dist={dist}", "--memstream-max-total=100G")
+    assert control.result.ret == pytest.ExitCode.OK, control.output
+    assert overlap(spans(control, "hungry"))
+    fresh(pytester)
+    # 1 GiB for two workers: room for one 400 MiB test beside them, not for two.
+    run = run_memstream("-n", "2", f"--dist={dist}", "--memstream-max-total=1G", "-v")
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    assert len(run.report["tests"]) == 12
+    assert not overlap(spans(run, "hungry"))
+    run.result.stdout.fnmatch_lines(
+        ["memstream: scheduled by memory: budget *M of 1.0G, 2 hungry tests (*), *"]
+    )
+
+
+ALL = ["test_1_hungry", "test_2_small", "test_3_hungry", "test_4_small"] + [
+    f"test_5_more[{n}]" for n in range(8)
+]
+
+CRASH = HUNGRY.replace(
+    """def test_3_hungry(request):
+    hold(request, "b", 400)""",
+    """def test_3_hungry(request):
+    data = b"x" * (400 * MiB)
+    if (request.config.rootpath / "crash").exists():
+        os._exit(3)""",
+)
+
+
+def test_a_crash_in_a_hungry_test_does_not_stall_the_queue(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_mem=CRASH)
+    learning = run_memstream("-n", "2", "--memstream-max-total=100G")
+    assert learning.result.ret == pytest.ExitCode.OK, learning.output
+    fresh(pytester)
+    (pytester.path / "crash").touch()
+    run = run_memstream("-n", "2", "--memstream-max-total=1G")
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    outcomes = {t["nodeid"].split("::")[1]: t["outcome"] for t in run.report["tests"]}
+    assert outcomes.pop("test_3_hungry") == "crashed"
+    assert set(outcomes.values()) == {"passed"}
+    # A test the dying worker had just finished may have lost its figures with it: the
+    # report names it, and every one of the 12 tests is accounted for.
+    lost = [nodeid.split("::")[1] for nodeid in run.report["run"]["figures_lost"]]
+    assert sorted([*outcomes, *lost]) == sorted(n for n in ALL if n != "test_3_hungry")
+    run.result.stdout.re_match_lines(
+        [
+            r"memstream: 11 tests on \d workers, .*crashed: gw\d, 1 test ran but their figures "
+            r"died with their worker \(test_mem.py::test_\w+\)$"
+        ]
+        if lost
+        else [r"memstream: 12 tests on \d workers, .*crashed: gw\d$"]
+    )
+
+
+def test_tests_without_history_run(pytester: pytest.Pytester, run_memstream: RunMemstream) -> None:
+    pytester.makepyfile(test_mem=HUNGRY)
+    run = run_memstream("-n", "2", "--memstream-max-total=600M")  # nothing learnt yet
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    assert len(run.report["tests"]) == 12
+    assert overlap(spans(run, "hungry"))  # unknown: not held back
+
+
+ONLY_HUNGRY = """
+import time
+
+
+def hold(size):
+    data = b"x" * (size << 20)
+    time.sleep(0.2)
+    del data
+
+
+def test_a():
+    hold(300)
+
+
+def test_b():
+    hold(350)
+
+
+def test_c():
+    hold(400)
+"""
+
+
+def test_a_run_where_only_hungry_tests_remain_finishes(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_only=ONLY_HUNGRY)
+    assert run_memstream("-n", "2", "--memstream-max-total=100G").result.ret == 0
+    # Each one alone is over this budget: the smallest waiting goes, one at a time.
+    run = run_memstream("-n", "2", "--memstream-max-total=400M", "-v")
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    intervals = spans(run, "test_only")
+    assert len(intervals) == 3 and not overlap(intervals)
+    run.result.stdout.fnmatch_lines(["memstream: scheduled by memory: *, 3 over the budget*"])
+
+
+def test_other_dist_modes_say_they_are_not_scheduled_by_memory(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_only=ONLY_HUNGRY)
+    run = run_memstream("-n", "2", "--dist=loadfile", "--memstream-max-total=1G")
+    assert run.result.ret == pytest.ExitCode.OK
+    run.result.stdout.fnmatch_lines(
+        ["memstream: warning: --memstream-max-total schedules --dist load and worksteal only*"]
+    )
+
+
+def facts(run: MemstreamRun) -> dict[str, Any]:
+    run_facts: dict[str, Any] = run.report["run"]
+    return run_facts
