@@ -22,6 +22,7 @@ from benchmarks import (
     latency,
     overhead,
     scale,
+    schedule,
     throughput,
 )
 from benchmarks.common import ROOT, environment_lines, load_average, rule_table
@@ -35,6 +36,7 @@ PARTS: dict[str, Callable[[bool], str]] = {
     "throughput": throughput.run_part,
     "latency": latency.run_part,
     "scale": scale.run_part,
+    "schedule": schedule.run_part,
 }
 DOC = ROOT / "docs" / "benchmarks.md"
 
