@@ -110,6 +110,19 @@ class ViewersEntry(TypedDict):
     dropped: int
 
 
+class ShardEntry(TypedDict):
+    """One report a merged report was made of (``memstream report A.json B.json``)."""
+
+    #: What its workers' ids start with (``shard2`` in ``shard2/gw0``).
+    label: str
+    #: The file it was read from, as given.
+    file: str
+    tests: int
+    complete: bool
+    #: Why it is not complete, or why it could not be read (then ``tests`` is 0).
+    stopped: str | None
+
+
 class RunEntry(TypedDict, total=False):
     started: float
     duration: float
@@ -126,6 +139,8 @@ class RunEntry(TypedDict, total=False):
     frames: int
     rejected: dict[str, int]
     viewers: ViewersEntry | None
+    #: Only in a merged report: the reports it was made of, in the order given.
+    shards: list[ShardEntry]
 
 
 class Document(TypedDict):
