@@ -12,12 +12,13 @@ from runs import MEMORY_TESTS, RunMemstream
 from test_html import synthetic_report
 
 
-def memstream(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def memstream(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pytest_memstream.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=cwd,
     )
 
 

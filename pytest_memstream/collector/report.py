@@ -40,6 +40,8 @@ _SORT_TITLE = {
 }
 
 Report = dict[str, Any]
+#: Tests a list names one by one before "and N more".
+NAMES_SHOWN = 10
 #: What a test known only by its id shows (a crashed test that xdist alone reported).
 NO_FIGURES = "no figures reached the controller"
 _INDEX = operator.attrgetter("index")
@@ -238,20 +240,24 @@ def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> li
             lines.append(f"{figure_text(t, 'growth', signed=True):>8} {t['nodeid']}{_mark(t)}")
     else:
         tree_head = f"{'tree':>8}  " if tree else ""
+        # Wide enough for a merged report's workers (``shard2/gw0``).
+        wide = max([6, *(len(t["worker"]) for t in rows)])
         lines.append(
-            f"{'growth':>8}  {'peak':>8}  {'kept':>8}  {tree_head}{'worker':<6}  {'phase':<8}  test"
+            f"{'growth':>8}  {'peak':>8}  {'kept':>8}  {tree_head}{'worker':<{wide}}  "
+            f"{'phase':<8}  test"
         )
         for t in rows:
             tree_cell = f"{figure_text(t, 'tree_growth', signed=True):>8}  " if tree else ""
             lines.append(
                 f"{figure_text(t, 'growth', signed=True):>8}  {figure_text(t, 'peak_rss'):>8}  "
-                f"{figure_text(t, 'kept', signed=True):>8}  {tree_cell}{t['worker']:<6}  "
+                f"{figure_text(t, 'kept', signed=True):>8}  {tree_cell}{t['worker']:<{wide}}  "
                 f"{t['peak_phase'] or '?':<8}  {t['nodeid']}{_mark(t)}{_children(t)}"
             )
     killed_by = {w["id"]: w.get("killed_by") for w in report["workers"]}
     for t in report["tests"]:
         if t["outcome"] == "crashed":
             lines.append(_crash_line(t, killed_by.get(t["worker"])))
+    lines.extend(shard_lines(report))
     if verbosity > 0:
         lines.extend(_worker_line(w) for w in report["workers"])
         rejected = report["run"].get("rejected") or {}
@@ -270,6 +276,47 @@ def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> li
         lines.append(peak)
     lines.append(footer_line(report))
     return lines
+
+
+def shard_lines(report: Report) -> list[str]:
+    """A merged report's shards, one line each, and the tests that ran in more than one."""
+    shards = report["run"].get("shards")
+    if not shards:
+        return []
+    lines = [f"memstream: merged {counted(len(shards), 'shard')}:"]
+    label_width = max(len(s["label"]) for s in shards)
+    for s in shards:
+        state = "" if s["complete"] else f"  [{s['stopped']}]"
+        lines.append(
+            f"  {s['label']:<{label_width}}  {counted(s['tests'], 'test'):>11}  {s['file']}{state}"
+        )
+    repeated = repeated_tests(report)
+    if repeated:
+        lines.append(
+            f"memstream: {counted(len(repeated), 'test')} ran in more than one shard "
+            "(each is listed under its own worker):"
+        )
+        for nodeid, labels in list(repeated.items())[:NAMES_SHOWN]:
+            lines.append(f"  {nodeid} ({', '.join(labels)})")
+        if len(repeated) > NAMES_SHOWN:
+            lines.append(f"  ... and {len(repeated) - NAMES_SHOWN} more")
+    return lines
+
+
+def repeated_tests(report: Report) -> dict[str, list[str]]:
+    """Node id -> the labels of the shards it ran in, for each test of a merged report
+    that ran in more than one (a test on several workers of one shard is ``--dist each``)."""
+    shards = report["run"].get("shards") or []
+    # The longest label first: a label may itself hold a "/" (``linux/shard1``).
+    labels = sorted((s["label"] for s in shards), key=len, reverse=True)
+    found: dict[str, list[str]] = {}
+    for t in report["tests"]:
+        label = next((x for x in labels if t["worker"].startswith(x + "/")), None)
+        if label is not None:
+            where = found.setdefault(t["nodeid"], [])
+            if label not in where:
+                where.append(label)
+    return {nodeid: where for nodeid, where in sorted(found.items()) if len(where) > 1}
 
 
 def _children(test: dict[str, Any]) -> str:

@@ -123,6 +123,19 @@ class HeldEntry(TypedDict):
     rss: int
 
 
+class ShardEntry(TypedDict):
+    """One report a merged report was made of (``memstream report A.json B.json``)."""
+
+    #: What its workers' ids start with (``shard2`` in ``shard2/gw0``).
+    label: str
+    #: The file it was read from, as given.
+    file: str
+    tests: int
+    complete: bool
+    #: Why it is not complete, or why it could not be read (then ``tests`` is 0).
+    stopped: str | None
+
+
 class RunEntry(TypedDict, total=False):
     started: float
     duration: float
@@ -152,6 +165,8 @@ class RunEntry(TypedDict, total=False):
     available_min: int | None
     #: ``[[time, {worker: memory}], ...]``: what each worker's tree held, over the run.
     total_timeline: list[list[Any]]
+    #: Only in a merged report: the reports it was made of, in the order given.
+    shards: list[ShardEntry]
 
 
 class Document(TypedDict):

@@ -17,6 +17,7 @@ import pytest
 from pytest_memstream.plugin.options import (
     add_options,
     check_report_paths,
+    keep_test_paths,
     marker_line,
     resolve,
 )
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> None:
+    # Before pytest parses the command line for good: an optional baseline name must not
+    # take the test path that follows it (pytest --memstream-save tests/test_x.py).
+    keep_test_paths(args, early_config.invocation_params.dir)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,4 +60,9 @@ def pytest_configure(config: pytest.Config) -> None:
     check_report_paths(config, settings)
     from pytest_memstream.plugin.controller import start_controller
 
-    config.pluginmanager.register(start_controller(config, settings), "memstream-controller")
+    controller = start_controller(config, settings)
+    config.pluginmanager.register(controller, "memstream-controller")
+    if settings.markdown_path is not None or settings.junit_path is not None:
+        from pytest_memstream.plugin.ci import CiReports
+
+        config.pluginmanager.register(CiReports(controller), "memstream-ci")

@@ -1,7 +1,8 @@
 """Where baselines live, and what the controller does with them at the end of a run.
 
 A baseline NAME is kept in the pytest cache under ``memstream/baselines/NAME``; a path
-(``--memstream-save out/base.json``) is a file.  The comparison itself is
+(``--memstream-save out/base.json``) is a file.  Saving adds the run to the runs the
+baseline already keeps (the last ``--memstream-baseline-runs``).  The comparison itself is
 ``collector/baseline.py``.
 """
 
@@ -14,20 +15,21 @@ from typing import Any
 import pytest
 
 from pytest_memstream.collector.baseline import (
+    CACHE_KEY,
     Baseline,
     BaselineError,
     Change,
-    baseline_of,
+    Comparison,
     check_baseline,
     compare,
     comparison_lines,
     comparison_title,
     increase_lines,
+    run_count,
+    with_run,
 )
 from pytest_memstream.collector.report import incomplete_reason, write_report
 from pytest_memstream.plugin.options import DEFAULT_BASELINE, Settings
-
-CACHE_KEY = "memstream/baselines/"
 
 
 def _label(where: str | Path) -> str:
@@ -46,6 +48,10 @@ class Baselines:
         self.problems: list[str] = []
         #: Where the baseline went, said as the JSON and HTML reports say theirs.
         self.saved = ""
+        #: What the comparison found, and against which baseline (for the Markdown summary).
+        self.comparison: Comparison | None = None
+        self.label = ""
+        self.offenders: list[Change] = []
 
     def finish(self, report: dict[str, Any], complete: bool) -> bool:
         """Compare ``report`` with the baseline, then save it; True if the run must fail.
@@ -57,6 +63,7 @@ class Baselines:
         against = settings.compare
         if against is None and settings.fail_on_increase is not None:
             against = DEFAULT_BASELINE
+        baseline = None
         if against is not None:
             baseline = self._load(against)
             if baseline is not None:
@@ -67,48 +74,61 @@ class Baselines:
                 f"({incomplete_reason(report['run'])})"
             )
         elif settings.save is not None:
-            self._save(settings.save, baseline_of(report))
+            # The runs it keeps so far: the one just compared with, if that is the same.
+            old = baseline if against == settings.save else self._load(settings.save, quiet=True)
+            self._save(settings.save, with_run(old, report, settings.baseline_runs))
         return bool(self.failure)
 
     def _compare(self, baseline: Baseline, report: dict[str, Any], label: str) -> None:
-        comparison = compare(baseline, report)
-        self.title = comparison_title(label)
+        self.comparison = comparison = compare(baseline, report)
+        self.label = label
+        self.title = comparison_title(label, run_count(baseline))
         self.lines = comparison_lines(comparison, self._settings.top)
         if self._settings.fail_on_increase is not None:
             percent, min_size = self._settings.fail_on_increase
-            offenders: list[Change] = comparison.increases(percent, min_size)
-            if offenders:
-                self.failure = increase_lines(offenders, percent, min_size, label)
+            self.offenders = comparison.increases(percent, min_size)
+            if self.offenders:
+                self.failure = increase_lines(self.offenders, percent, min_size, label)
 
-    def _load(self, where: str | Path) -> Baseline | None:
+    def _load(self, where: str | Path, quiet: bool = False) -> Baseline | None:
+        """The baseline at ``where``, or None; ``quiet``: a missing one is no problem (it is
+        about to be saved), and one that cannot be read is replaced."""
         try:
             if isinstance(where, Path):
+                if where.exists() and not where.is_file():  # a FIFO would block the read
+                    if not quiet:
+                        self.problems.append(f"cannot read baseline {where}: not a regular file")
+                    return None
                 raw: Any = json.loads(where.read_text(encoding="utf-8"))
             else:
                 cache = self._cache()
                 raw = None if cache is None else cache.get(CACHE_KEY + where, None)
             if raw is None:
-                self.problems.append(
-                    f"no baseline {_label(where)} to compare with yet; "
-                    "save one with --memstream-save"
-                )
+                if not quiet:
+                    self.problems.append(
+                        f"no baseline {_label(where)} to compare with yet; "
+                        "save one with --memstream-save"
+                    )
                 return None
             return check_baseline(raw)
         except FileNotFoundError:
-            self.problems.append(f"no baseline file {where} to compare with yet")
+            if not quiet:
+                self.problems.append(f"no baseline file {where} to compare with yet")
         except (OSError, ValueError) as exc:  # BaselineError and bad JSON are ValueErrors
             kind = "" if isinstance(exc, BaselineError) else f"{type(exc).__name__}: "
-            self.problems.append(f"cannot read baseline {_label(where)}: {kind}{exc}")
+            then = "; it is saved anew, with this run alone" if quiet else ""
+            self.problems.append(f"cannot read baseline {_label(where)}: {kind}{exc}{then}")
         return None
 
     def _save(self, where: str | Path, baseline: Baseline) -> None:
+        runs = f" ({run_count(baseline)} of at most {self._settings.baseline_runs} runs)"
         if isinstance(where, Path):
             try:
                 write_report(baseline, where)
             except OSError as exc:
                 self.problems.append(f"could not save the baseline to {where}: {exc}")
             else:
-                self.saved = f"memstream: baseline saved to {where}"
+                self.saved = f"memstream: baseline saved to {where}{runs}"
             return
         cache = self._cache()
         if cache is None:
@@ -118,7 +138,7 @@ class Baselines:
             )
             return
         cache.set(CACHE_KEY + where, baseline)
-        self.saved = f"memstream: baseline saved as {where!r} in the pytest cache"
+        self.saved = f"memstream: baseline saved as {where!r} in the pytest cache{runs}"
 
     def _cache(self) -> pytest.Cache | None:
         cache: pytest.Cache | None = getattr(self._config, "cache", None)

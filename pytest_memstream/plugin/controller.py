@@ -377,10 +377,9 @@ class Controller:
     def _make_reports(self, stopped: str, not_run: int) -> Report:
         """The report for the terminal summary; the JSON and HTML files if asked for."""
         settings = self.settings
-        # The JSON file is written from the snapshot itself: only the HTML report and
-        # the baselines need every test's entry in the document.
-        whole = settings.html_path or settings.baselines_wanted
-        top = None if whole else (settings.sort, settings.top)
+        # The JSON file is written from the snapshot itself: only the HTML report, the
+        # baselines and the JUnit XML's figures need every test's entry in the document.
+        top = None if settings.every_test_wanted else (settings.sort, settings.top)
         # Imported here, not before xdist starts the workers: every millisecond of this
         # process's start-up is one the whole run waits.
         from pytest_memstream.collector.report import Snapshot

@@ -27,7 +27,11 @@ DEFAULT_SORT = "growth"
 DEFAULT_INTERVAL = 0.1
 DEFAULT_BIND = "tcp://127.0.0.1"
 DEFAULT_BASELINE = "default"
-DEFAULT_MIN_INCREASE = "1M"
+#: The floor of an increase that fails a run: identical runs of attrs' suite moved a test's
+#: growth by up to 1.8 MiB (docs/baselines.md).
+DEFAULT_MIN_INCREASE = "3M"
+#: Runs a baseline keeps (collector/baseline.py's DEFAULT_RUNS, not imported: see above).
+DEFAULT_BASELINE_RUNS = 5
 
 T = TypeVar("T")
 
@@ -75,12 +79,24 @@ class Settings(NamedTuple):
     children: bool = True
     #: Schedule hungry tests by memory (plugin/schedule.py): bytes, or "auto".
     max_total: int | str | None = None
+    #: How many runs a saved baseline keeps, the newest last.
+    baseline_runs: int = DEFAULT_BASELINE_RUNS
+    #: Where to write the Markdown summary (collector/markdown.py), if anywhere.
+    markdown_path: Path | None = None
+    #: pytest's own JUnit XML file (--junitxml), which gets each test's figures
+    #: (plugin/ci.py).
+    junit_path: Path | None = None
 
     @property
     def baselines_wanted(self) -> bool:
         return (
             self.save is not None or self.compare is not None or self.fail_on_increase is not None
         )
+
+    @property
+    def every_test_wanted(self) -> bool:
+        """Whether a report needs every test's entry, not only the summary's rows."""
+        return bool(self.html_path or self.baselines_wanted or self.junit_path)
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -115,6 +131,12 @@ def add_options(parser: pytest.Parser) -> None:
         "to a worker only while the run's predicted total stays under SIZE; auto: the "
         "memory the run's cgroup (or the machine) allows (default: off).",
         metavar="SIZE|auto",
+    )
+    option(
+        "markdown",
+        "write a short Markdown summary (the top tests, crashed workers, the baseline "
+        "comparison) to PATH, e.g. for $GITHUB_STEP_SUMMARY.",
+        metavar="PATH",
     )
     option(
         "children",
@@ -153,18 +175,26 @@ def add_options(parser: pytest.Parser) -> None:
     )
     option(
         "save",
-        "save this run's per-test figures as baseline NAME (in the pytest cache; a NAME "
-        "with a path separator or ending in .json is a file).",
+        "add this run's per-test figures to baseline NAME (in the pytest cache; a NAME "
+        "with a path separator or ending in .json is a file), which keeps the last few "
+        f"runs; write --memstream-save=NAME (without =, a test path after it stays a test "
+        f"path and the name is {DEFAULT_BASELINE}).",
         metavar="NAME",
         nargs="?",
         const=DEFAULT_BASELINE,
     )
     option(
         "compare",
-        "print the tests whose growth changed most against baseline NAME.",
+        "print each test's growth against its range in baseline NAME, the tests that "
+        "changed most first; write --memstream-compare=NAME.",
         metavar="NAME",
         nargs="?",
         const=DEFAULT_BASELINE,
+    )
+    option(
+        "baseline_runs",
+        f"runs a saved baseline keeps, the oldest dropped first (default {DEFAULT_BASELINE_RUNS}).",
+        metavar="N",
     )
     option(
         "fail_on_increase",
@@ -178,10 +208,43 @@ def _parse_max_total(text: str) -> int | str:
     return "auto" if text == "auto" else _parse_size(text)
 
 
+#: The flags whose value is optional: a value after a space may be a test path instead.
+_OPTIONAL_VALUE = ("--memstream-save", "--memstream-compare")
+
+
+def keep_test_paths(args: list[str], invocation_dir: Path) -> None:
+    """Give ``--memstream-save`` and ``--memstream-compare`` their default name, in ``args``
+    (in place), where the word after the flag names something pytest would collect: an
+    existing directory or file (not a ``.json`` one, which is a baseline), a ``.py`` file,
+    or a test id with ``::``.  Without this, argparse takes that word for the baseline's
+    name and pytest runs the whole suite.  ``--memstream-save=NAME`` is always a name."""
+    for n, arg in enumerate(args[:-1]):
+        if arg in _OPTIONAL_VALUE and _is_test_path(args[n + 1], invocation_dir):
+            args[n] = f"{arg}={DEFAULT_BASELINE}"
+
+
+def _is_test_path(word: str, invocation_dir: Path) -> bool:
+    if not word or word.startswith("-") or word.endswith(".json"):
+        return False
+    if "::" in word or word.endswith(".py"):
+        return True
+    try:
+        return (invocation_dir / word).exists()
+    except (OSError, ValueError):  # a name too long for a path, or with a NUL in it
+        return False
+
+
 def _parse_on_off(text: str) -> bool:
     if text not in ("on", "off"):
         raise ValueError
     return text == "on"
+
+
+def _parse_runs(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise ValueError
+    return value
 
 
 def _parse_top(text: str) -> int:
@@ -226,20 +289,17 @@ def _parse_size(text: str) -> int:
     return value
 
 
-_BASELINE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
-
-
 def _parse_baseline(text: str) -> str:
     """A cache name (letters, digits, ``_.-``) or a path (has a separator or ends in .json)."""
-    if is_baseline_path(text):
-        return text
-    if not re.fullmatch(_BASELINE_NAME, text):
+    from pytest_memstream.collector.baseline import (
+        is_baseline_name,
+        is_baseline_path,
+        is_test_path,
+    )
+
+    if is_test_path(text) or not (is_baseline_path(text) or is_baseline_name(text)):
         raise ValueError
     return text
-
-
-def is_baseline_path(name: str) -> bool:
-    return "/" in name or os.sep in name or name.endswith(".json")
 
 
 def _parse_increase(text: str) -> tuple[float, int]:
@@ -315,9 +375,20 @@ class _Resolver:
     def baseline(self, name: str) -> str | Path | None:
         """A baseline's name in the cache, or its path (relative as for ``path``)."""
         text = self.get(name, _parse_baseline, None, _BASELINE_EXPECTED)
-        if text is None or not is_baseline_path(text):
-            return text
-        return self.path(name)
+        if text is None:
+            return None
+        from pytest_memstream.collector.baseline import is_baseline_path
+
+        return self.path(name) if is_baseline_path(text) else text
+
+    def junit_path(self) -> Path | None:
+        """Where pytest's junitxml writes (its --junitxml), resolved as it resolves it."""
+        # Absent with -p no:junitxml: the option is then not declared at all.
+        given = self.config.getoption("xmlpath", None)
+        if not given:
+            return None
+        expanded = os.path.expanduser(os.path.expandvars(str(given)))
+        return Path(os.path.normpath(self.config.invocation_params.dir / expanded))
 
 
 def check_report_paths(config: pytest.Config, settings: Settings) -> None:
@@ -328,6 +399,7 @@ def check_report_paths(config: pytest.Config, settings: Settings) -> None:
     for name, path in (
         ("memstream_json", settings.json_path),
         ("memstream_html", settings.html_path),
+        ("memstream_markdown", settings.markdown_path),
         ("memstream_save", settings.save),
     ):
         reason = unusable(path) if isinstance(path, Path) else None
@@ -347,6 +419,8 @@ def resolve(config: pytest.Config) -> Settings:
         sort=r.get("memstream_sort", _parse_sort, DEFAULT_SORT, f"one of {', '.join(SORT_KEYS)}"),
         json_path=r.path("memstream_json"),
         html_path=r.path("memstream_html"),
+        markdown_path=r.path("memstream_markdown"),
+        junit_path=r.junit_path(),
         session_path=r.path("memstream_session"),
         children=r.get("memstream_children", _parse_on_off, True, "on or off"),
         max_total=r.get(
@@ -380,6 +454,12 @@ def resolve(config: pytest.Config) -> Settings:
         ),
         save=r.baseline("memstream_save"),
         compare=r.baseline("memstream_compare"),
+        baseline_runs=r.get(
+            "memstream_baseline_runs",
+            _parse_runs,
+            DEFAULT_BASELINE_RUNS,
+            "a whole number of runs from 1 to 100",
+        ),
         fail_on_increase=r.get(
             "memstream_fail_on_increase",
             _parse_increase,
@@ -396,5 +476,6 @@ _SIZES = (
 #: What pytest's complaint about an ini value leaves out.
 _INI_EXPECTED = {"memstream": "; expected true or false (or yes/no, on/off, 1/0)"}
 _BASELINE_EXPECTED = (
-    "a baseline name (letters, digits, _ . -) or a path that contains a separator or ends in .json"
+    "a baseline name (letters, digits, _ . -) or a path that contains a separator or ends in "
+    ".json, not a test file (.py) or a test id (::)"
 )
