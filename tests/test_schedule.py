@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import pytest
@@ -186,3 +187,61 @@ def test_other_dist_modes_say_they_are_not_scheduled_by_memory(
 def facts(run: MemstreamRun) -> dict[str, Any]:
     run_facts: dict[str, Any] = run.report["run"]
     return run_facts
+
+
+def test_n_auto_is_capped_by_memory(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_mem=HUNGRY)
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "4")  # xdist's count, as if 4 CPUs
+    learning = run_memstream("-n", "auto", "--memstream-max-total=100G")
+    assert learning.result.ret == pytest.ExitCode.OK, learning.output
+    assert len(learning.report["workers"]) == 4
+    fresh(pytester)
+    # 1 GiB holds two workers in their usual test (the 90th percentile: 400 MiB) and
+    # their own 64 MiB each: -n auto means 2, not 4.
+    run = run_memstream("-n", "auto", "--memstream-max-total=1G")
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    assert len(run.report["workers"]) == 2
+    run.result.stdout.fnmatch_lines(["created: 2/2 workers"])
+
+
+def test_predictions_come_from_the_compared_baseline(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    pytester.makepyfile(test_mem=HUNGRY)
+    saving = run_memstream("-n", "2", "--memstream-save=base.json")  # no scheduler: no learning
+    assert saving.result.ret == pytest.ExitCode.OK, saving.output
+    assert overlap(spans(saving, "hungry"))
+    baseline = json.loads((pytester.path / "base.json").read_text())
+    assert baseline["tests"]["test_mem.py::test_1_hungry"]["tree_growth"][0] >= 390 * MiB
+    fresh(pytester)
+    run = run_memstream("-n", "2", "--memstream-compare=base.json", "--memstream-max-total=1G")
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    assert not overlap(spans(run, "hungry"))
+    run.result.stdout.fnmatch_lines(["memstream: scheduled by memory: *, 2 hungry tests *"])
+
+
+def test_x_and_maxschedchunk_end_the_run_as_without_the_scheduler(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    failing = "def test_0_fails():\n    assert False\n\n\ndef test_1_hungry"
+    pytester.makepyfile(test_mem=HUNGRY.replace("def test_1_hungry", failing))
+    learning = run_memstream("-n", "2", "--memstream-max-total=100G")
+    assert learning.result.ret == pytest.ExitCode.TESTS_FAILED, learning.output
+    fresh(pytester)
+    # xdist sends one test at a time and stops at the first failure, as it does without
+    # the scheduler: held tests must not keep it waiting.
+    args = ("-n", "2", "-x", "--maxschedchunk=1")
+    plain = run_memstream(*args)
+    fresh(pytester)
+    run = run_memstream(*args, "--memstream-max-total=1G")
+    assert run.result.ret == plain.result.ret == pytest.ExitCode.INTERRUPTED, run.output
+    assert run.report["run"]["complete"] is False
+    assert "test_mem.py::test_0_fails" in {t["nodeid"] for t in run.report["tests"]}
+    assert len(run.report["tests"]) < 13
+    fresh(pytester)
+    # --lf runs the failed test alone, with the scheduler on.
+    last_failed = run_memstream("-n", "2", "--lf", "--memstream-max-total=1G")
+    assert last_failed.result.ret == pytest.ExitCode.TESTS_FAILED, last_failed.output
+    assert [t["nodeid"] for t in last_failed.report["tests"]] == ["test_mem.py::test_0_fails"]

@@ -2,9 +2,10 @@
 
 A baseline is a small JSON document (schema ``pytest-memstream-baseline/2``) built from
 report documents: ``runs`` lists the runs it keeps, oldest first (the last five by
-default), and ``tests`` maps each node id to its ``growth``, ``peak_rss`` and ``kept`` in
-each of them, ``null`` in a run that did not measure it.  A ``/1`` file, which held one
-run, is read as a baseline of that one run.
+default), and ``tests`` maps each node id to its ``growth``, ``peak_rss``, ``kept`` and
+``tree_growth`` (with the processes it started) in each of them, ``null`` in a run that
+did not measure it.  A ``/1`` file, which held one run and no ``tree_growth``, is read as
+a baseline of that one run, its growth standing for its tree's.
 
 Comparing a report with it gives, per test in both, where its growth stands against the
 range of its own history; only a growth that passes the top of that range by more than
@@ -33,7 +34,9 @@ SCHEMA = "pytest-memstream-baseline/2"
 #: The first schema: one run, ``tests`` mapping each node id to plain numbers.
 SCHEMA_1 = "pytest-memstream-baseline/1"
 SCHEMAS_READ = (SCHEMA_1, SCHEMA)
-FIGURES = ("growth", "peak_rss", "kept")
+FIGURES = ("growth", "peak_rss", "kept", "tree_growth")
+#: What a /1 baseline holds.
+FIGURES_1 = ("growth", "peak_rss", "kept")
 #: Runs a baseline keeps unless told otherwise (--memstream-baseline-runs).
 DEFAULT_RUNS = 5
 #: How far past the top of its range a test must grow, in widths of that range, to count:
@@ -71,8 +74,8 @@ def is_baseline_name(name: str) -> bool:
 
 
 def _measured(report: dict[str, Any]) -> dict[str, list[int]]:
-    """Node id -> ``[growth, peak_rss, kept]`` of every test the report measured to its end
-    (not one that crashed or was interrupted: it has no ``kept``).
+    """Node id -> ``[growth, peak_rss, kept, tree_growth]`` of every test the report
+    measured to its end (not one that crashed or was interrupted: it has no ``kept``).
 
     With ``--dist each`` (or a test in two merged shards) a test runs more than once; its
     largest growth stands for it.
@@ -83,7 +86,9 @@ def _measured(report: dict[str, Any]) -> dict[str, list[int]]:
             continue
         known = tests.get(test["nodeid"])
         if known is None or test["growth"] > known[0]:
-            tests[test["nodeid"]] = [int(test[name]) for name in FIGURES]
+            # (A report of schema /1 has no tree_growth: its growth stands for it.)
+            tree = test.get("tree_growth", test["growth"])
+            tests[test["nodeid"]] = [*(int(test[name]) for name in FIGURES_1), int(tree)]
     return tests
 
 
@@ -132,12 +137,17 @@ def check_baseline(raw: Any) -> Baseline:
         raise BaselineError("its 'tests' is not a map of node ids")
     if raw["schema"] == SCHEMA_1:
         for nodeid, figures in tests.items():
-            if type(figures) is not dict or any(type(figures.get(f)) is not int for f in FIGURES):
-                raise BaselineError(f"test {nodeid!r:.200} lacks whole-number {', '.join(FIGURES)}")
+            if type(figures) is not dict or any(type(figures.get(f)) is not int for f in FIGURES_1):
+                raise BaselineError(
+                    f"test {nodeid!r:.200} lacks whole-number {', '.join(FIGURES_1)}"
+                )
         return {
             "schema": SCHEMA,
             "runs": [{"started": raw.get("started"), "tests": len(tests)}],
-            "tests": {n: {f: [figures[f]] for f in FIGURES} for n, figures in tests.items()},
+            "tests": {
+                n: {**{f: [figures[f]] for f in FIGURES_1}, "tree_growth": [figures["growth"]]}
+                for n, figures in tests.items()
+            },
         }
     runs = raw.get("runs")
     if type(runs) is not list or not runs or any(type(r) is not dict for r in runs):

@@ -42,6 +42,18 @@ def pytest_load_initial_conftests(
     keep_test_paths(args, early_config.invocation_params.dir)
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` with ``--memstream-max-total``: no more workers than the budget holds.
+    (xdist asks in ``pytest_cmdline_main``, before the controller exists.)"""
+    settings = resolve(config)
+    if not settings.enabled or settings.max_total is None:
+        return None
+    from pytest_memstream.plugin.schedule import auto_workers
+
+    return auto_workers(config, settings.max_total)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", marker_line())
     settings = resolve(config)

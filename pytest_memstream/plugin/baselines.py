@@ -36,6 +36,14 @@ def _label(where: str | Path) -> str:
     return str(where) if isinstance(where, Path) else repr(where)
 
 
+def read_raw(cache: pytest.Cache | None, where: str | Path) -> Any:
+    """The baseline document at ``where`` (a file, or a name in ``cache``) as read, not yet
+    checked; None where a name has none.  A file that is not there: FileNotFoundError."""
+    if isinstance(where, Path):
+        return json.loads(where.read_text(encoding="utf-8"))
+    return None if cache is None else cache.get(CACHE_KEY + where, None)
+
+
 class Baselines:
     """Loads, compares and saves baselines for one run; the lines to print, the verdict."""
 
@@ -94,15 +102,11 @@ class Baselines:
         """The baseline at ``where``, or None; ``quiet``: a missing one is no problem (it is
         about to be saved), and one that cannot be read is replaced."""
         try:
-            if isinstance(where, Path):
-                if where.exists() and not where.is_file():  # a FIFO would block the read
-                    if not quiet:
-                        self.problems.append(f"cannot read baseline {where}: not a regular file")
-                    return None
-                raw: Any = json.loads(where.read_text(encoding="utf-8"))
-            else:
-                cache = self._cache()
-                raw = None if cache is None else cache.get(CACHE_KEY + where, None)
+            if isinstance(where, Path) and where.exists() and not where.is_file():
+                if not quiet:  # a FIFO would block the read
+                    self.problems.append(f"cannot read baseline {where}: not a regular file")
+                return None
+            raw = read_raw(self._cache(), where)
             if raw is None:
                 if not quiet:
                     self.problems.append(

@@ -212,32 +212,13 @@ class Controller:
             )
         return scheduler
 
-    @pytest.hookimpl(optionalhook=True, tryfirst=True)
-    def pytest_xdist_auto_num_workers(self, config: pytest.Config) -> int | None:
-        """-n auto: no more workers than the budget holds, each in its usual test."""
-        if self.settings.max_total is None:
-            return None
-        from xdist.plugin import pytest_xdist_auto_num_workers as by_cpu
-
-        from pytest_memstream.plugin.schedule import workers_for
-
-        cpus: int = by_cpu(config)
-        return max(1, min(cpus, workers_for(self._max_total_bytes(), self._predictions)))
-
     @functools.cached_property
     def _predictions(self) -> dict[str, int]:
-        from pytest_memstream.plugin.schedule import learnt, predictions_from_baseline
+        from pytest_memstream.plugin.schedule import predictions
 
-        cache = getattr(self.config, "cache", None)
-        # The compared baseline, else the default one.
-        name = self.settings.compare if isinstance(self.settings.compare, str) else "default"
-        baseline: dict[str, int] = {}
-        if cache is not None:
-            baseline = predictions_from_baseline(cache.get(f"memstream/baselines/{name}", None))
-        known = learnt(cache)
-        for nodeid, growth in baseline.items():
-            known[nodeid] = max(known.get(nodeid, 0), growth)
-        return known
+        cache: pytest.Cache | None = getattr(self.config, "cache", None)
+        return predictions(lambda key: None if cache is None else cache.get(key, None),
+                           self.settings.compare)  # fmt: skip
 
     def _max_total_bytes(self) -> int:
         """--memstream-max-total in bytes: as given, or for ``auto`` the headroom at the

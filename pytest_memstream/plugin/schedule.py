@@ -26,7 +26,10 @@ a socket.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -46,7 +49,7 @@ HUNGRY_SHARE = 8
 #: an interval late.
 MARGIN_FRACTION = 0.05
 #: Where the learnt predictions live in the pytest cache.
-CACHE_KEY = "memstream/predictions"
+CACHE_KEY_LEARNT = "memstream/predictions"
 
 
 class Budget:
@@ -308,30 +311,66 @@ def workers_for(budget_bytes: int, predictions: Mapping[str, int]) -> int:
 WORKER_BASE = 64 * MiB
 
 
-def predictions_from_baseline(raw: Any) -> dict[str, int]:
-    """``{node id: growth}`` from a baseline document (its tree's growth where it has it;
-    of several runs, the largest)."""
-    tests = raw.get("tests") if isinstance(raw, dict) else None
-    out: dict[str, int] = {}
-    if not isinstance(tests, dict):
-        return out
-    for nodeid, figures in tests.items():
-        runs = figures.get("runs") if isinstance(figures, dict) else None
-        for entry in runs if isinstance(runs, list) else [figures]:
-            if not isinstance(entry, dict):
-                continue
-            growth = entry.get("tree_growth", entry.get("growth"))
-            if type(growth) is int and growth > out.get(nodeid, -1):
-                out[nodeid] = max(0, growth)
-    return out
+def predictions(read: Callable[[str], Any], compare: str | Path | None) -> dict[str, int]:
+    """``{node id: predicted growth}``: what earlier runs with ``--memstream-max-total``
+    learnt, and the baseline compared against (``default`` without ``compare``), the
+    larger of the two.  ``read(key)``: a value of the pytest cache, None where none."""
+    from pytest_memstream.collector.baseline import CACHE_KEY, check_baseline
+    from pytest_memstream.plugin.options import DEFAULT_BASELINE
+
+    raw = read(CACHE_KEY_LEARNT)
+    known = {}
+    if isinstance(raw, dict):
+        known = {k: v for k, v in raw.items() if isinstance(k, str) and type(v) is int and v >= 0}
+    where = DEFAULT_BASELINE if compare is None else compare
+    try:
+        if isinstance(where, Path):
+            document = json.loads(where.read_text(encoding="utf-8")) if where.is_file() else None
+        else:
+            document = read(CACHE_KEY + where)
+        baseline = None if document is None else check_baseline(document)
+    except (OSError, ValueError):  # the comparison, if any, says what is wrong with it
+        baseline = None
+    for nodeid, figures in (baseline or {}).get("tests", {}).items():
+        values = [v for v in figures["tree_growth"] if v is not None]
+        if values:
+            known[nodeid] = max(known.get(nodeid, 0), *values)
+    return known
 
 
-def learnt(cache: pytest.Cache | None) -> dict[str, int]:
-    """Predictions learnt by earlier runs (``{node id: growth}``)."""
-    raw = None if cache is None else cache.get(CACHE_KEY, None)
-    if not isinstance(raw, dict):
-        return {}
-    return {k: v for k, v in raw.items() if isinstance(k, str) and type(v) is int and v >= 0}
+def read_cache_early(config: pytest.Config) -> Callable[[str], Any]:
+    """``read(key)`` for the pytest cache before pytest opens it: xdist asks how many
+    workers ``-n auto`` means in ``pytest_cmdline_main``, before ``config.cache`` exists.
+    Reads ``{cache_dir}/v/{key}``, the JSON file pytest's cache keeps each value in."""
+    text = os.path.expandvars(os.path.expanduser(str(config.getini("cache_dir"))))
+    directory = config.rootpath / text  # an absolute path stays what it is
+
+    def read(key: str) -> Any:
+        try:
+            return json.loads((directory / "v" / key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    return read
+
+
+def auto_workers(config: pytest.Config, max_total: int | str) -> int:
+    """``-n auto`` with ``--memstream-max-total``: xdist's own count (the CPUs), capped by
+    how many workers the budget holds, each in its usual test."""
+    from xdist.plugin import pytest_xdist_auto_num_workers as by_cpu
+
+    from pytest_memstream.machine import memory_limit
+
+    cpus: int = by_cpu(config)
+    if isinstance(max_total, int):
+        limit = max_total
+    else:
+        found = memory_limit()
+        headroom = found.headroom()
+        limit = found.limit if headroom is None else headroom
+    compare = config.getoption("memstream_compare", None)
+    known = predictions(read_cache_early(config), compare)
+    return max(1, min(cpus, workers_for(limit, known)))
 
 
 def learn(cache: pytest.Cache | None, known: Mapping[str, int], records: Sequence[Any]) -> None:
@@ -345,4 +384,4 @@ def learn(cache: pytest.Cache | None, known: Mapping[str, int], records: Sequenc
         if record.outcome == "crashed":
             growth = max(growth, learnt_now.get(record.nodeid, 0))
         learnt_now[record.nodeid] = max(0, int(growth))
-    cache.set(CACHE_KEY, learnt_now)
+    cache.set(CACHE_KEY_LEARNT, learnt_now)
