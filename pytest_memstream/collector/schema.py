@@ -86,7 +86,13 @@ class CrashedTestEntry(TestEntry, total=False):
     limit: LimitEntry | None
 
 
-class WorkerEntry(TypedDict):
+class WorkerHost(TypedDict, total=False):
+    """The host a worker ran on (written since workers on other hosts stream live)."""
+
+    host: str
+
+
+class WorkerEntry(WorkerHost):
     id: str
     pid: int
     status: str
@@ -114,6 +120,8 @@ class RunEntry(TypedDict, total=False):
     started: float
     duration: float
     endpoint: str
+    #: The controller's host (written since workers on other hosts stream live).
+    host: str
     platform: str
     python: str
     pytest: str
