@@ -13,6 +13,7 @@ namespace and removes namespaces, links and routes, whatever state the test left
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import os
 import random
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 #: The private range the test hosts take their /24s from; nothing else here uses it.
@@ -129,12 +131,39 @@ class Network:
         return host
 
     def close(self) -> None:
+        """Kill and remove it all, in an order that sends nothing beyond this machine."""
         for host in self.hosts:
+            # First whatever on this side still talks to the host (an ssh client that a
+            # killed run left behind), while the link still carries its last packets.
+            _kill_talking_to(host.subnet)
             host.kill_all()
             ip("netns", "del", host.name, check=False)
             ip("link", "del", host.link, check=False)  # gone with its peer, normally
+            # A socket that outlived its process (a FIN never answered) would retry by
+            # the default route once the blackhole route is gone: destroy it first.
+            subprocess.run(["ss", "-K", "dst", host.subnet], capture_output=True, timeout=30)
             ip("route", "del", "blackhole", host.subnet, "metric", "4000", check=False)
         self.hosts = []
+
+
+def _kill_talking_to(subnet: str) -> None:
+    """Kill the processes of this namespace with a connection into ``subnet``."""
+    network = ipaddress.ip_network(subnet)
+    pids = set()
+    for connection in psutil.net_connections(kind="inet4"):
+        if connection.raddr and ipaddress.ip_address(connection.raddr.ip) in network:
+            pids.add(connection.pid)
+    for pid in pids - {None, os.getpid()}:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+    psutil.wait_procs([p for p in map(_process, pids - {None, os.getpid()}) if p], timeout=5)
+
+
+def _process(pid: int | None) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 def _free_subnet() -> int:
@@ -213,6 +242,9 @@ Host {alias}
   UserKnownHostsFile /dev/null
   BatchMode yes
   LogLevel ERROR
+  ConnectTimeout 10
+  ServerAliveInterval 5
+  ServerAliveCountMax 2
 """
 
 

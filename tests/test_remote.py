@@ -8,9 +8,12 @@ not its network.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -77,11 +80,13 @@ def socket_gateway(host: Host, pytester: pytest.Pytester, **env: str) -> str:
     return f"socket={host.address}:{port}"
 
 
-def ssh_gateway(host: Host, pytester: pytest.Pytester) -> str:
-    """An ``ssh=`` spec for an sshd inside ``host``, reached by an alias of an ssh config."""
+def ssh_gateway(host: Host, pytester: pytest.Pytester, options: str = "") -> str:
+    """An ``ssh=`` spec for an sshd inside ``host``, reached by an alias of an ssh config
+    (and ``options`` for ssh before it)."""
     home = pytester.path.parent / f"{host.name}-ssh"
     config = start_sshd(host, home, alias="build2")
-    return f"ssh_config={config}//ssh=build2//python={sys.executable}//chdir={home / 'work'}"
+    ssh = f"{options} build2".strip()
+    return f"ssh_config={config}//ssh={ssh}//python={sys.executable}//chdir={home / 'work'}"
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -100,6 +105,7 @@ class Background:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its gateways' ssh clients are killed with it
         )
         self.output = Lines(self.process.stdout)
 
@@ -115,9 +121,9 @@ class Background:
         return code, output, json.loads(self.report_path.read_text())
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
 
 
 def wait_for(path: Path, timeout: float = 60) -> None:
@@ -517,6 +523,28 @@ def test_a_worker_that_cannot_reach_the_sink_is_one_line(
         "firewall or a NAT between them?): no live figures, its tests' figures came from its "
         "own records at the end"
     ]
+
+
+def test_an_ssh_tunnel_is_the_way_round_a_worker_that_cannot_reach_the_sink(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, network: Network
+) -> None:
+    # As the README shows: ssh forwards the worker's own loopback port to the sink's.
+    pytester.makepyfile(test_here="def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    host = network.add()
+    with socket.socket() as probe:  # a port free here; the host's loopback is its own
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tx = ssh_gateway(host, pytester, f"-R {port}:127.0.0.1:{port}")
+    run = run_memstream(
+        f"--memstream-bind=tcp://127.0.0.1:{port}",
+        "--memstream-advertise=127.0.0.1",
+        *remote_args(pytester, tx),
+    )
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    (worker,) = run.report["workers"]
+    assert (worker["host"], worker["recovered"], worker["status"]) == (host.hostname, 0, "complete")
+    assert worker["messages"] >= 4  # hello, two ends, bye: live, through the tunnel
+    assert "memstream: warning" not in run.output
 
 
 def test_a_viewer_on_another_host_attaches_with_the_session_file(
