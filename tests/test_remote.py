@@ -696,7 +696,6 @@ def test_the_advertised_host_is_sent_to_every_remote_worker(
     port = starter.endpoint.rpartition(":")[2]
     reach = hosts.gateway_up(Gateway(Spec(socket="10.9.9.9:8888"), "10.9.9.9:8888"))
     assert reach == remote.Reach(f"tcp://ctl.lan:{port}", "10.9.9.9")  # named by its spec
-    assert remote.advertised("tcp://0.0.0.0:5", "fd00::1") == "tcp://[fd00::1]:5"
 
 
 def test_an_advertised_host_that_is_not_this_machine_needs_a_bind(
@@ -735,13 +734,14 @@ def test_the_advertised_host_is_in_the_session_file(pytester: pytest.Pytester) -
     )
 
 
-@pytest.mark.parametrize("value", ["tcp://10.0.0.5", "10.0.0.5:5555", "-x", "10.1", "a b"])
+@pytest.mark.parametrize(
+    "value", ["tcp://10.0.0.5", "10.0.0.5:5555", "-x", "10.1", "a b", "fd00::1", "[::1]"]
+)
 def test_a_bad_advertised_host_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
     result = pytester.runpytest_subprocess("--memstream", f"--memstream-advertise={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        [f"*memstream: --memstream-advertise got {value!r}; expected a host name or an IP *"]
-    )
+    expected = f"memstream: --memstream-advertise got {value!r}; expected a host name or an IPv4 "
+    assert expected in result.stderr.str()  # not fnmatch: "[::1]" would be a pattern
 
 
 def _worker_entry(worker: str, host: str) -> dict[str, Any]:

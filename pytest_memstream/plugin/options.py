@@ -252,19 +252,18 @@ def _parse_increase(text: str) -> tuple[float, int]:
     return value, parse_size(min_size.strip() or DEFAULT_MIN_INCREASE)
 
 
-_HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[?([0-9a-fA-F:.]+)\]?"
+_HOST = r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}"
 
 
 def _parse_host(text: str) -> str:
-    """A host name or an IP address (an IPv6 one in brackets or not), without a port."""
-    host = re.fullmatch(_HOST, text)
-    if host is None:
+    """A host name or an IPv4 address, without a port (workers connect over IPv4)."""
+    if re.fullmatch(_HOST, text) is None:
         raise ValueError
-    if host.group(2) is not None or re.fullmatch(r"[0-9.]+", text):
+    if re.fullmatch(r"[0-9.]+", text):
         import ipaddress
 
-        # ValueError if it is none; "10.1" is no host name either (inet_aton reads it).
-        return str(ipaddress.ip_address(host.group(2) or text))
+        # "10.1" is no host name either (inet_aton would read it as 10.0.0.1).
+        return str(ipaddress.IPv4Address(text))
     return text
 
 
@@ -376,7 +375,7 @@ def resolve(config: pytest.Config) -> Settings:
             "memstream_advertise",
             _parse_host,
             None,
-            "a host name or an IP address, without a port, such as build-controller or 10.0.0.5",
+            "a host name or an IPv4 address, without a port, such as build-controller or 10.0.0.5",
         ),
         bind=r.get(
             "memstream_bind",

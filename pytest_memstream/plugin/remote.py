@@ -175,8 +175,7 @@ def _endpoint_host(endpoint: str) -> str:
 
 
 def _with_host(endpoint: str, host: str) -> str:
-    port = endpoint.rpartition(":")[2]
-    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+    return f"tcp://{host}:{endpoint.rpartition(':')[2]}"  # IPv4 or a name: no brackets
 
 
 def advertised(endpoint: str, host: str) -> str:
