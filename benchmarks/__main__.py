@@ -21,6 +21,7 @@ from benchmarks import (
     instructions,
     latency,
     overhead,
+    remote,
     scale,
     schedule,
     throughput,
@@ -37,6 +38,7 @@ PARTS: dict[str, Callable[[bool], str]] = {
     "latency": latency.run_part,
     "scale": scale.run_part,
     "schedule": schedule.run_part,
+    "remote": remote.run_part,
 }
 DOC = ROOT / "docs" / "benchmarks.md"
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="scripts/bench",
         description="Benchmarks of pytest-memstream: overhead (against the plugin off, "
         "pytest-memray and pytest-monitor), where it goes, accuracy, sink throughput, "
-        "live latency, scale.",
+        "live latency, scale, workers on another host.",
     )
     parser.add_argument("--long", action="store_true", help="more rounds and longer windows")
     parser.add_argument("--only", choices=sorted(PARTS), action="append", help="run one part")

@@ -86,6 +86,26 @@ def test_a_worker_that_connects_before_the_sink_exists_is_heard(
     sink.stop()
 
 
+def test_the_stream_also_listens_where_workers_on_other_hosts_reach_it(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    keys = RunKeys(os.urandom(32))
+    starter = SinkStarter(keys, "tcp://127.0.0.1", no_alarm)
+    # 127.0.0.2 stands for the address of an interface that faces another host.
+    also = starter.listen_also("127.0.0.2")
+    assert also.startswith("tcp://127.0.0.2:")
+    for worker, endpoint in (("gw0", starter.endpoint), ("gw1", also)):
+        starter.expect(worker)
+        send(worker_socket(context, endpoint, keys, worker), worker, 0, [HELLO])
+    sink = starter.wait_for_sink()
+    assert sink.endpoint == starter.endpoint and sink.endpoints == [starter.endpoint, also]
+    for worker in ("gw0", "gw1"):
+        assert sink.state.wait_drained(worker, 0, quiet=10.0, timeout=10.0)
+    with pytest.raises(OSError, match="the sink has started already"):
+        starter.listen_also("127.0.0.3")  # the sink thread owns its sockets by now
+    sink.stop()
+
+
 def test_a_host_name_makes_the_sink_at_once() -> None:
     starter = SinkStarter(RunKeys(os.urandom(32)), "tcp://localhost", no_alarm)
     sink = starter.wait_for_sink()

@@ -313,6 +313,16 @@ def test_optional_fields_may_be_left_out_but_are_checked_when_present() -> None:
             wire.check_message(message(lim=bad))
 
 
+def test_a_hello_may_name_its_host_and_only_as_a_host_name() -> None:
+    hello = {"k": "hello", "t": 1.7e9, "pid": 7, "method": "hwm", "interval": 0.1, "rss": 1,
+             "platform": "linux"}  # fmt: skip
+    assert "host" not in wire.check_message(hello)  # a sink of before still reads it
+    assert wire.check_message(dict(hello, host="build-2.lan"))["host"] == "build-2.lan"
+    for bad in ("", "two words", "\x1b[2J", "h" * 254, 7):
+        with pytest.raises(ProtocolError, match=r"schema: hello\.host: "):
+            wire.check_message(dict(hello, host=bad))
+
+
 # --- the fallback copy ---------------------------------------------------------------
 
 

@@ -28,7 +28,12 @@ def source(script: str, path: Path, **env: str) -> subprocess.CompletedProcess[s
     assert bash is not None
     return subprocess.run(
         [bash, "-c", f"set -euo pipefail; source {SCRIPTS / script}"],
-        env={"PATH": str(path), "HOME": os.environ.get("HOME", "/"), **env},
+        env={
+            "PATH": str(path),
+            "HOME": os.environ.get("HOME", "/"),
+            "MEMSTREAM_SSHD": str(path / "sshd"),  # none there
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -36,16 +41,16 @@ def source(script: str, path: Path, **env: str) -> subprocess.CompletedProcess[s
     )
 
 
-def test_installing_tmux_and_chromium_is_said(tmp_path: Path) -> None:
+def test_installing_what_the_tests_need_is_said(tmp_path: Path) -> None:
     path = fake_tools(tmp_path / "bin", uid=0)
     done = source("_tools.sh", path)
     assert done.stderr.splitlines() == [
-        "test: installing tmux chromium with apt-get for the tests that need them "
+        "test: installing tmux chromium openssh-server with apt-get for the tests that need them "
         "(MEMSTREAM_NO_INSTALL=1 skips those tests instead)"
     ]
     assert (path / "apt-get.log").read_text().splitlines() == [
         "update -qq",
-        "install -y -qq tmux chromium",
+        "install -y -qq tmux chromium openssh-server",
     ]
 
 
@@ -56,7 +61,7 @@ def test_without_installing_the_skipped_tests_are_said(
     path = fake_tools(tmp_path / "bin", uid)
     done = source("_tools.sh", path, **env)
     assert done.stderr.splitlines() == [
-        "test: no tmux chromium: the tests that need them are skipped"
+        "test: no tmux chromium openssh-server: the tests that need them are skipped"
     ]
     assert not (path / "apt-get.log").exists()
 

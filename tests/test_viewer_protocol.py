@@ -14,9 +14,10 @@ from streams import HELLO, send, worker_socket
 from watching import record_value, run_value
 
 from pytest_memstream import security
-from pytest_memstream.cli.client import Viewer, ViewerError
+from pytest_memstream.cli.client import Viewer, ViewerError, reachable
 from pytest_memstream.collector.sink import Sink
 from pytest_memstream.collector.state import RunState
+from pytest_memstream.protocol import ProtocolError
 from pytest_memstream.protocol import viewer as wire
 
 KEYS = security.RunKeys(b"s" * 32)
@@ -222,3 +223,30 @@ def test_no_byte_reaches_a_viewer_without_the_key(sink: Sink) -> None:
         assert all(not socket.poll(200) for socket in strangers)
     finally:
         context.destroy(linger=0)
+
+
+def test_a_workers_host_is_an_optional_field_of_its_view() -> None:
+    view = {"status": "running", "pid": 3, "peak_method": "hwm", "messages": 1, "lost": 0,
+            "dropped": 0, "recovered": 0, "unrecoverable": 0, "max_rss": 1,
+            "crashed_test": "", "error": "", "running": None}  # fmt: skip
+    assert "host" not in wire.check_view("w/gw0", view)  # from a sink of before
+    assert wire.check_view("w/gw0", dict(view, host="build2"))["host"] == "build2"
+    with pytest.raises(ProtocolError, match="schema"):
+        wire.check_view("w/gw0", dict(view, host=["build2"]))
+
+
+@pytest.mark.parametrize(
+    ("updates", "snapshot", "reached"),
+    [
+        ("tcp://0.0.0.0:5002", "tcp://10.0.0.5:5001", "tcp://10.0.0.5:5002"),
+        # The sink bound an address of its machine; the viewer came through another
+        # (the advertised name, a tunnel's end): the updates are there too.
+        ("tcp://192.168.1.5:5002", "tcp://build-ctl:5001", "tcp://build-ctl:5002"),
+        ("tcp://[::1]:5002", "tcp://[::1]:5001", "tcp://[::1]:5002"),
+        ("ipc:///tmp/m-updates", "ipc:///tmp/m-snapshot", "ipc:///tmp/m-updates"),
+    ],
+)
+def test_a_viewer_reaches_the_updates_where_it_reached_the_snapshot(
+    updates: str, snapshot: str, reached: str
+) -> None:
+    assert reachable(updates, snapshot) == reached

@@ -118,16 +118,18 @@ class Mirror:
         }
 
 
-_WILDCARD = re.compile(r"tcp://(\*|0\.0\.0\.0|\[::\]|\[\*\])(:\d+)$")
-
-
 def reachable(updates: str, snapshot: str) -> str:
-    """``updates`` as the sink bound it, with a wildcard host replaced by ``snapshot``'s."""
-    match = _WILDCARD.match(updates)
+    """``updates`` as this viewer reaches it: at ``snapshot``'s host, with its own port.
+
+    The two sockets listen side by side, so the host the viewer reached one at (an
+    address the run advertised, a tunnel's end) is where the other is too; a wildcard
+    or an address of the run's own machine would lead it astray.
+    """
+    port = re.match(r"tcp://.+(:\d+)$", updates)
     host = re.match(r"tcp://(.+):\d+$", snapshot)
-    if match is None or host is None:
+    if port is None or host is None:
         return updates
-    return f"tcp://{host.group(1)}{match.group(2)}"
+    return f"tcp://{host.group(1)}{port.group(1)}"
 
 
 class Viewer:

@@ -72,6 +72,7 @@ def worker_view(worker: WorkerState) -> dict[str, Any]:
     running = worker.running
     view: dict[str, Any] = {
         "status": worker.status,
+        "host": worker.host,
         "pid": worker.pid,
         "peak_method": worker.method,
         "messages": worker.received,

@@ -116,6 +116,7 @@ def _totals_json(state: RunState) -> dict[str, Any]:
 def _worker_json(worker: WorkerState, tests: int) -> WorkerEntry:
     return {
         "id": worker.id,
+        "host": worker.host,
         "pid": worker.pid,
         "status": worker.status,
         "tests": tests,
@@ -259,7 +260,7 @@ def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> li
             lines.append(_crash_line(t, killed_by.get(t["worker"])))
     lines.extend(shard_lines(report))
     if verbosity > 0:
-        lines.extend(_worker_line(w) for w in report["workers"])
+        lines.extend(_worker_lines(report["workers"], report["run"].get("host") or ""))
         rejected = report["run"].get("rejected") or {}
         if rejected:
             detail = ", ".join(f"{n} {reason}" for reason, n in sorted(rejected.items()))
@@ -388,9 +389,25 @@ def _over_limit(test: dict[str, Any]) -> str:
     )
 
 
-def _worker_line(w: dict[str, Any]) -> str:
+def _worker_lines(workers: list[dict[str, Any]], here: str) -> list[str]:
+    """A line per worker; by host, each host's under a line naming it, where any worker
+    ran on a host other than ``here`` (the controller's)."""
+    hosts: dict[str, list[dict[str, Any]]] = {}
+    for w in workers:
+        hosts.setdefault(w.get("host") or "", []).append(w)
+    if set(hosts) <= {here, ""}:
+        return [_worker_line(w) for w in workers]
+    lines = []
+    for host, on_it in sorted(hosts.items()):
+        lines.append(f"  on {host or 'an unknown host'}: {counted(len(on_it), 'worker')}")
+        lines.extend(_worker_line(w, "  ") for w in on_it)
+    return lines
+
+
+def _worker_line(w: dict[str, Any], indent: str = "") -> str:
     return (
-        f"  {w['id']:<6} pid {w['pid']:<7} {w['status']:<10} {counted(w['tests'], 'test')}, "
+        f"  {indent}{w['id']:<6} pid {w['pid']:<7} {w['status']:<10} "
+        f"{counted(w['tests'], 'test')}, "
         f"{counted(w['messages'], 'message')}, {w['lost']} lost, {w['dropped']} dropped, "
         f"{w['recovered']} recovered, {w['unrecoverable']} unrecoverable, "
         f"max RSS {format_size(w['max_rss'])}"

@@ -93,7 +93,13 @@ class WorkerEnd(TypedDict, total=False):
     killed_by: str | None
 
 
-class WorkerEntry(WorkerEnd):
+class WorkerHost(TypedDict, total=False):
+    """The host a worker ran on (written since workers on other hosts stream live)."""
+
+    host: str
+
+
+class WorkerEntry(WorkerEnd, WorkerHost):
     id: str
     pid: int
     status: str
@@ -140,6 +146,8 @@ class RunEntry(TypedDict, total=False):
     started: float
     duration: float
     endpoint: str
+    #: The controller's host (written since workers on other hosts stream live).
+    host: str
     platform: str
     python: str
     pytest: str

@@ -11,7 +11,7 @@ import itertools
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import zmq
 
@@ -53,8 +53,10 @@ class Sink:
         keys: security.RunKeys,
         bind: str,
         listeners: tuple[Listener, Listener, Listener] | None = None,
+        more: Sequence[Listener] = (),
     ) -> None:
-        """Bind to ``bind``, or adopt ``listeners`` (sink, snapshot, updates; listen.py)."""
+        """Bind to ``bind``, or adopt ``listeners`` (sink, snapshot, updates; listen.py);
+        the stream also adopts ``more``: where workers on other hosts reach it."""
         self.state = state
         self._keys = keys
         self._context = zmq.Context()
@@ -62,13 +64,20 @@ class Sink:
         self._zap = security.ZapHandler(self._context, keys, self._workers)
         try:
             self._pull = self._bind(bind, listeners[0] if listeners else None)
+            self.endpoint = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
+            for listener in more:
+                bind = listener.endpoint
+                self._pull.setsockopt(zmq.USE_FD, listener.fd)
+                self._pull.bind(bind)
+                listener.adopted()
         except zmq.ZMQError as exc:
             self._zap.close()
             self._context.destroy(linger=0)
-            for listener in listeners or ():
+            for listener in [*(listeners or ()), *more]:
                 listener.close()
             raise SinkError(f"cannot bind the sink to {bind!r}: {exc}") from None
-        self.endpoint = self._pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        #: Every endpoint the stream listens on, the first one's ``endpoint`` first.
+        self.endpoints = [self.endpoint, *(listener.endpoint for listener in more)]
         #: Why viewers cannot attach, if they cannot; the run goes on without them.
         self.viewer_problem = ""
         self.fanout: Fanout | None = None
@@ -86,7 +95,8 @@ class Sink:
         self._monitor = self._pull.get_monitor_socket(HANDSHAKE_FAILED)
         self._faults = Faults.from_env()
         if self._faults.sink == "gone":
-            self._pull.unbind(self.endpoint)
+            for endpoint in self.endpoints:
+                self._pull.unbind(endpoint)
         control = f"inproc://memstream-sink-{next(_ids)}"
         self._control = self._context.socket(zmq.PAIR)
         self._control.bind(control)

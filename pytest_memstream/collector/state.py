@@ -144,6 +144,8 @@ class WorkerState:
     pid: int = 0
     method: str = ""
     platform: str = ""
+    #: The host it runs on: the controller's word, then the worker's own (its hello).
+    host: str = ""
     #: expected → running → complete | recovered | crashed | incomplete
     status: str = "expected"
     error: str = ""
@@ -198,10 +200,11 @@ class RunState:
 
     # --- the sink thread's side --------------------------------------------------------
 
-    def expect(self, worker: str) -> None:
-        """Admit messages from ``worker`` (an id the controller handed out)."""
+    def expect(self, worker: str, host: str = "") -> None:
+        """Admit messages from ``worker`` (an id the controller handed out), on ``host``."""
         with self.cond:
-            self.workers.setdefault(worker, WorkerState(worker, heard=time.monotonic()))
+            state = self.workers.setdefault(worker, WorkerState(worker, heard=time.monotonic()))
+            state.host = state.host or host
 
     def reject(self, reason: str, count: int = 1) -> None:
         with self.cond:
@@ -277,6 +280,7 @@ class RunState:
         worker.pid = message["pid"]
         worker.method = message["method"]
         worker.platform = message["platform"]
+        worker.host = message.get("host") or worker.host
         worker.max_rss = max(worker.max_rss, message["rss"])
         if worker.status == "expected":
             worker.status = "running"

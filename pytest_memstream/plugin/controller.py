@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pytest_memstream.machine import MemoryLimit
     from pytest_memstream.plugin.baselines import Baselines
     from pytest_memstream.plugin.recorder import Recorder
+    from pytest_memstream.plugin.remote import Reach, RemoteHosts
     from pytest_memstream.security import RunKeys
 
 #: How long the controller waits for a finished worker's stream to drain: at most
@@ -52,7 +53,12 @@ def start_controller(config: pytest.Config, settings: Settings) -> Controller:
     from pytest_memstream.security import RunKeys
 
     keys = RunKeys(os.urandom(32))
-    return Controller(config, settings, SinkStarter(keys, settings.bind, ready), keys)
+    bind = settings.bind
+    if settings.advertise is not None and not settings.bind_given:
+        from pytest_memstream.plugin.remote import bind_advertised
+
+        bind = bind_advertised(settings.advertise)
+    return Controller(config, settings, SinkStarter(keys, bind, ready), keys)
 
 
 def _no_alarm(sink: Sink) -> None:
@@ -77,8 +83,9 @@ class Controller:
         self.json_written = False
         self.html_written = False
         self.session_file: Path | None = None
-        #: Workers on other hosts that were given no address to stream to.
-        self.remote_unstreamed: list[str] = []
+        #: Workers on other hosts, as each was handed its address (plugin/remote.py).
+        self.remote: RemoteHosts | None = None
+        self.remote_reach: dict[str, Reach] = {}
         self._started = starter.began
         #: The OOM killer's kills in the run's cgroup so far (see _killed_how).
         self._oom_kills = 0
@@ -100,19 +107,17 @@ class Controller:
 
     # --- workers ------------------------------------------------------------------------
 
-    def worker_spec(self, worker: str, local: bool = True) -> WorkerSpec:
+    def worker_spec(self, worker: str, reach: Reach | None = None) -> WorkerSpec:
         """What a worker needs to stream: only basic types (execnet sends it).
 
         Its own key only, never the run's secret: a worker cannot speak for another.
-        A worker on another host is not handed a loopback address, which would send
-        its stream to whatever listens there on its own host: it streams nothing, and
-        its figures come from its workeroutput.
+        A worker on another host streams where ``reach`` says (plugin/remote.py), which
+        is never a loopback address of ours unless it runs on this very machine.
         """
-        self.starter.expect(worker)
-        endpoint = self.starter.endpoint
-        if not local and _is_loopback(endpoint):
-            endpoint = ""
-            self.remote_unstreamed.append(worker)
+        endpoint = self.starter.endpoint if reach is None else reach.endpoint
+        self.starter.expect(worker, os.uname().nodename if reach is None else reach.host)
+        if reach is not None:
+            self.remote_reach[worker] = reach
         return {
             "endpoint": endpoint,
             "server_key": self.keys.server.public.hex(),
@@ -123,10 +128,28 @@ class Controller:
             "children": self.settings.children,
         }
 
+    def _remote_hosts(self) -> RemoteHosts:
+        if self.remote is None:
+            from pytest_memstream.plugin.remote import RemoteHosts
+
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            say = reporter.write_line if reporter is not None else _say_nothing
+            self.remote = RemoteHosts(self.settings, self.starter, say)
+        return self.remote
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_newgateway(self, gateway: Any) -> None:
+        # Before xdist rsyncs or starts its own code there: one round trip, per gateway.
+        if not getattr(gateway.spec, "popen", True):
+            self._remote_hosts().gateway_up(gateway)
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        local = bool(getattr(node.gateway.spec, "popen", True))
-        node.workerinput["memstream"] = self.worker_spec(node.gateway.id, local)
+        gateway = node.gateway
+        reach = None
+        if not getattr(gateway.spec, "popen", True):
+            reach = self._remote_hosts().reach(gateway)
+        node.workerinput["memstream"] = self.worker_spec(gateway.id, reach)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
@@ -139,7 +162,7 @@ class Controller:
         if isinstance(fallback, dict) and fallback.get("error"):
             self.problems.append(f"{worker} {fallback['error']}; its tests ran unmeasured")
         elif isinstance(fallback, dict):
-            self._drain(worker, int(fallback.get("last_seq", -1)))
+            self._drain(worker, int(fallback.get("last_seq", -1)), self.remote_reach.get(worker))
         else:
             self.state.wait_drained(worker, None, CRASH_QUIET, DRAIN_TIMEOUT)
         why = killed_by = None
@@ -177,8 +200,16 @@ class Controller:
             return f"{error}; ended by {name}", name
         return error, None
 
-    def _drain(self, worker: str, last_seq: int) -> None:
-        if not self.state.wait_drained(worker, last_seq, DRAIN_QUIET, DRAIN_TIMEOUT):
+    def _drain(self, worker: str, last_seq: int, reach: Reach | None = None) -> None:
+        if self.state.wait_drained(worker, last_seq, DRAIN_QUIET, DRAIN_TIMEOUT):
+            return
+        if reach is not None and reach.endpoint and not self.state.workers[worker].received:
+            self.problems.append(
+                f"{worker} on {reach.host} never reached the sink at {reach.endpoint} (a "
+                "firewall or a NAT between them?): no live figures, its tests' figures came "
+                "from its own records at the end"
+            )
+        else:
             self.problems.append(
                 f"the stream of {worker} stopped short of its end; "
                 "what it lost was filled in from the worker's own records"
@@ -327,6 +358,11 @@ class Controller:
                 "memstream: the sink listens beyond this machine (CurveZMQ: encrypted, and "
                 "only this run's keys are admitted)"
             )
+        if self.settings.advertise is not None:
+            lines.append(
+                f"memstream: workers on other hosts, and the session file, name this machine "
+                f"{self.settings.advertise}"
+            )
         if self.settings.json_path is not None:
             lines.append(f"memstream: JSON report to {self.settings.json_path}")
         if self.settings.html_path is not None:
@@ -395,12 +431,13 @@ class Controller:
         return increased
 
     def _note_sink_problems(self) -> None:
-        if self.remote_unstreamed:
-            self.problems.append(
-                f"{', '.join(self.remote_unstreamed)} ran on another host and had no address "
-                f"to stream to (the sink listens on {self.starter.endpoint}): no live figures, "
-                "its tests' figures came from its own records at the end"
-            )
+        for worker, reach in self.remote_reach.items():
+            if reach.why:
+                self.problems.append(
+                    f"{worker} on {reach.host} was given no address to stream to: {reach.why} "
+                    "(see --memstream-advertise): no live figures, its tests' figures came "
+                    "from its own records at the end"
+                )
         sink = self.starter.sink_if_started()
         if sink is not None and sink.internal_errors:
             self.problems.append(
@@ -446,6 +483,7 @@ class Controller:
             "started": self._started,
             "duration": time.time() - self._started,
             "endpoint": self.starter.endpoint,
+            "host": os.uname().nodename,
             "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
             "python": sys.version.split()[0],
             "pytest": pytest.__version__,
@@ -529,15 +567,22 @@ class Controller:
                 session.remove_stale(directory)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
+            endpoint, viewers = self.starter.endpoint, dict(self.starter.viewer_endpoints)
+            if self.settings.advertise is not None:
+                # Where a viewer on another machine reaches them: the file is carried there.
+                from pytest_memstream.plugin.remote import advertised
+
+                endpoint = advertised(endpoint, self.settings.advertise)
+                viewers = {k: advertised(v, self.settings.advertise) for k, v in viewers.items()}
             session.write(
                 path,
                 {
-                    "endpoint": self.starter.endpoint,
+                    "endpoint": endpoint,
                     "secret": self.keys.secret.hex(),
                     "started": self._started,
                     "rootdir": str(self.config.rootpath),
                     # Where `memstream watch` attaches; see docs/protocol.md.
-                    "viewers": dict(self.starter.viewer_endpoints),
+                    "viewers": viewers,
                 },
             )
         except OSError as exc:
@@ -559,6 +604,10 @@ def _why_stopped(
     if not_run:
         return "stopped early"  # as xdist does after too many crashed workers
     return ""
+
+
+def _say_nothing(line: str) -> None:
+    pass
 
 
 def _is_loopback(endpoint: str) -> bool:

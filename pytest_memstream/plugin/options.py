@@ -86,6 +86,11 @@ class Settings(NamedTuple):
     #: pytest's own JUnit XML file (--junitxml), which gets each test's figures
     #: (plugin/ci.py).
     junit_path: Path | None = None
+    #: ``--memstream-bind`` was given: the sink listens there and nowhere else.
+    bind_given: bool = False
+    #: The host that workers on other hosts, and the session file, name for this run
+    #: instead of the address found for each (plugin/remote.py).
+    advertise: str | None = None
 
     @property
     def baselines_wanted(self) -> bool:
@@ -157,8 +162,16 @@ def add_options(parser: pytest.Parser) -> None:
     )
     option(
         "bind",
-        f"ZeroMQ endpoint of the sink (default {DEFAULT_BIND} on a free port).",
+        f"ZeroMQ endpoint of the sink (default {DEFAULT_BIND} on a free port, and for "
+        "workers on other hosts the address each reaches this machine at).",
         metavar="ENDPOINT",
+    )
+    option(
+        "advertise",
+        "the host name or address that workers on other hosts, and viewers on other "
+        "machines (the session file), connect to (default: the address found for each "
+        "worker); the sink listens there unless --memstream-bind says where.",
+        metavar="HOST",
     )
     option(
         "warn",
@@ -312,6 +325,21 @@ def _parse_increase(text: str) -> tuple[float, int]:
     return value, parse_size(min_size.strip() or DEFAULT_MIN_INCREASE)
 
 
+_HOST = r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}"
+
+
+def _parse_host(text: str) -> str:
+    """A host name or an IPv4 address, without a port (workers connect over IPv4)."""
+    if re.fullmatch(_HOST, text) is None:
+        raise ValueError
+    if re.fullmatch(r"[0-9.]+", text):
+        import ipaddress
+
+        # "10.1" is no host name either (inet_aton would read it as 10.0.0.1).
+        return str(ipaddress.IPv4Address(text))
+    return text
+
+
 def _parse_bind(text: str) -> str:
     endpoint = re.fullmatch(_ENDPOINT, text)
     if endpoint is None:
@@ -431,6 +459,13 @@ def resolve(config: pytest.Config) -> Settings:
             _parse_interval,
             DEFAULT_INTERVAL,
             "a number of seconds between 0.001 and 3600",
+        ),
+        bind_given=r.raw("memstream_bind") is not None,
+        advertise=r.get(
+            "memstream_advertise",
+            _parse_host,
+            None,
+            "a host name or an IPv4 address, without a port, such as build-controller or 10.0.0.5",
         ),
         bind=r.get(
             "memstream_bind",

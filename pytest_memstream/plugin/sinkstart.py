@@ -8,6 +8,7 @@ collector/listen.py), and the sink is built behind them while the workers start 
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -40,12 +41,15 @@ class SinkStarter:
         self._state: RunState | None = None
         #: The run's start, for its state (made later) and its report alike.
         self.began = time.time()
-        #: Workers told where to stream before the state was made (see :meth:`expect`).
-        self._expected: list[str] = []
+        #: Workers told where to stream before the state was made (see :meth:`expect`),
+        #: and the host of each.
+        self._expected: list[tuple[str, str]] = []
         self._sink: Sink | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._listeners: tuple[Listener, Listener, Listener] | None = None
+        #: More addresses the stream listens on: where workers on other hosts reach it.
+        self._more: list[Listener] = []
         self.endpoint = ""
         self.viewer_endpoints: dict[str, str] = {}
         self.viewer_problem = ""
@@ -75,19 +79,29 @@ class SinkStarter:
             from pytest_memstream.collector.state import RunState
 
             self._state = RunState(started=self.began)
-            for worker in self._expected:
-                self._state.expect(worker)
+            for worker, host in self._expected:
+                self._state.expect(worker, host)
         return self._state
 
-    def expect(self, worker: str) -> None:
+    def expect(self, worker: str, host: str = "") -> None:
         """A worker will stream to this sink.  Before the sink starts, nothing it sends can
         arrive, so the state is not made for this: xdist tells each worker where to stream
         between starting its process and starting the next one's, and a worker kept
         waiting while the controller imports the state is time the whole run waits."""
         if self._state is None:
-            self._expected.append(worker)
+            self._expected.append((worker, host))
         else:
-            self._state.expect(worker)
+            self._state.expect(worker, host)
+
+    def listen_also(self, address: str) -> str:
+        """Also listen for the stream on ``address`` (IPv4), before the sink is built;
+        the endpoint.  OSError if it cannot be bound, or the sink is already built."""
+        if self._listeners is None or self._thread is None or self._thread.ident is not None:
+            raise OSError(errno.EALREADY, "the sink has started already")
+        listener = listen(f"tcp://{address}:*")
+        assert listener is not None  # an IPv4 address: bound here, never left to ZeroMQ
+        self._more.append(listener)
+        return listener.endpoint
 
     def build_in_background(self) -> None:
         """Build the sink on its thread (once; :meth:`wait_for_sink` waits for it)."""
@@ -100,7 +114,7 @@ class SinkStarter:
             from pytest_memstream.collector.sink import Sink, SinkError
 
             try:
-                sink = Sink(self.state, self._keys, self._bind, listeners)
+                sink = Sink(self.state, self._keys, self._bind, listeners, self._more)
             except SinkError as exc:
                 raise pytest.UsageError(f"memstream: {exc}") from None
             try:
@@ -112,7 +126,7 @@ class SinkStarter:
             self._sink = sink
         except BaseException as exc:  # handed to whoever asks for the sink
             self._error = exc
-            for listener in listeners or ():
+            for listener in [*(listeners or ()), *self._more]:
                 listener.close()  # those ZeroMQ never adopted
 
     def wait_for_sink(self) -> Sink:
@@ -132,7 +146,7 @@ class SinkStarter:
     def remove_files(self) -> None:
         """Close sockets ZeroMQ never adopted, and remove the socket files this run made
         (those that are still the ones it made)."""
-        _let_go(list(self._listeners or ()))
+        _let_go([*(self._listeners or ()), *self._more])
 
     def sink_if_started(self) -> Sink | None:
         """The sink if its build was started, without raising (for cleaning up); a sink

@@ -245,8 +245,22 @@ def _tree(value: Any) -> dict[str, Any] | None:
         raise ValueError(exc.detail) from None
 
 
+_HOST_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:")
+
+
+def host_name(value: Any) -> str:
+    """A host's name as its ``gethostname()`` says it: what the report prints beside the
+    worker, so no space, no control character, no markup."""
+    name: str = string(253)(value)
+    if not _HOST_CHARACTERS.issuperset(name):
+        raise ValueError(f"expected a host name, got {value!r:.40}")
+    return name
+
+
 #: Fields a message of a kind may carry or leave out.
 OPTIONAL: dict[str, Fields] = {
+    # The host the worker runs on (since workers on other hosts stream too).
+    "hello": (("host", host_name),),
     # The memory limit of a test that has one, so that a crash over it can be named; the
     # total of the worker's process tree, where it has child processes.
     "start": (("lim", _limit), ("tree", size)),

@@ -32,6 +32,7 @@ from pytest_memstream.protocol.checks import (
     Check,
     Fields,
     check_fields,
+    check_optional,
     choice,
     count,
     integer,
@@ -130,6 +131,8 @@ WORKER_VIEW: Fields = (
     ("error", text(4096)),
     ("running", optional(_map_of(RUNNING_VIEW, "running"))),
 )
+#: Fields a worker's view may leave out (a sink before workers on other hosts streamed).
+WORKER_OPTIONAL: Fields = (("host", text(253)),)
 TEST_VIEW: Fields = (
     ("nodeid", nodeid),
     ("worker", string(64)),
@@ -158,7 +161,10 @@ def check_view(key: Any, value: Any) -> dict[str, Any]:
     if match is None:
         raise ProtocolError("schema", f"unknown state key {key!r:.40}")
     schema = RUN_VIEW if key == "run" else WORKER_VIEW if key[0] == "w" else TEST_VIEW
-    return check_fields(value, schema, key)
+    view = check_fields(value, schema, key)
+    if schema is WORKER_VIEW:
+        check_optional(value, WORKER_OPTIONAL, key, view)
+    return view
 
 
 def _sets(value: Any) -> dict[str, dict[str, Any]]:
