@@ -20,11 +20,6 @@ def python(size, seconds):
     return [sys.executable, "-c", HOLD.format(size=size, seconds=seconds)]
 
 
-def test_no_child():  # first, so that no process is left from a test before it
-    data = b"n" * (20 * MiB)
-    del data
-
-
 def test_subprocess_held():
     subprocess.run(python(300, 1.0), check=True)
 
@@ -62,6 +57,33 @@ def test_killed_child():
 """
 
 
+NO_CHILD = """
+import pytest
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_no_child(n):
+    data = b"n" * (20 * MiB)
+    del data
+"""
+
+
+@XDIST
+def test_a_test_that_starts_no_process_is_its_worker_alone(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    # A suite of its own: a process an earlier test left (multiprocessing's resource
+    # tracker) is a child of the worker for the rest of its life.
+    pytester.makepyfile(test_none=NO_CHILD)
+    run = run_memstream(*xdist)
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    for none in run.report["tests"]:
+        assert none["children"] == {"count": 0, "max_rss": 0, "method": None, "killed": []}
+        assert none["tree_peak"] == none["peak_rss"] and none["tree_growth"] == none["growth"]
+
+
 def test_what_children_take_is_the_tests(
     pytester: pytest.Pytester, run_memstream: RunMemstream
 ) -> None:
@@ -90,9 +112,6 @@ def test_what_children_take_is_the_tests(
     assert 120 * MiB <= killed["tree_growth"] <= 150 * MiB
     (victim,) = killed["children"]["killed"]
     assert victim["signal"] == 9 and victim["last_rss"] >= 120 * MiB
-    none = run.test("test_no_child")
-    assert none["children"] == {"count": 0, "max_rss": 0, "method": None, "killed": []}
-    assert none["tree_peak"] == none["peak_rss"] and none["tree_growth"] == none["growth"]
     # Said while it ran: its worker alone never grew that much.
     run.result.stdout.fnmatch_lines(
         [

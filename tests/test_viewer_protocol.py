@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket as sockets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -133,19 +134,17 @@ def test_a_wrong_secret_is_told_at_once() -> None:
 
 
 def test_nothing_answering_is_an_error() -> None:
-    context = zmq.Context()
-    port = context.socket(zmq.ROUTER)
-    endpoint = f"tcp://127.0.0.1:{port.bind_to_random_port('tcp://127.0.0.1')}"
-    port.close(linger=0)  # a port that nothing listens on any more
-    viewer = Viewer(endpoint, os.urandom(32))
-    try:
-        with pytest.raises(ViewerError, match="nothing answers"):
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                viewer.poll(0.1)
-    finally:
-        viewer.close()
-        context.term()
+    # A port bound and never listened on: refused, and no other process can take it.
+    with sockets.socket() as port:
+        port.bind(("127.0.0.1", 0))
+        viewer = Viewer(f"tcp://127.0.0.1:{port.getsockname()[1]}", os.urandom(32))
+        try:
+            with pytest.raises(ViewerError, match="nothing answers"):
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    viewer.poll(0.1)
+        finally:
+            viewer.close()
 
 
 @pytest.fixture
