@@ -9,21 +9,22 @@ A cgroup's usage counts tmpfs and page cache, which the sum of RSS misses; the k
 reclaims the inactive file cache before it kills, so where there is a limited cgroup its
 headroom is the limit less its *working set* (usage less ``inactive_file`` from
 ``memory.stat``, as the kubelet counts it); elsewhere ``MemAvailable``.
-Nothing here imports anything beyond the standard library.
+Nothing here imports anything beyond the standard library (psutil off Linux), and the
+module runs as it is on the far side of a remote worker's gateway (plugin/remote.py):
+:func:`describe` is what that side reports.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 #: cgroup v1 says "no limit" with a number near 2**63; anything this large is none.
 UNLIMITED = 1 << 60
 
 
-@dataclass(frozen=True)
-class MemoryLimit:
+class MemoryLimit(NamedTuple):
     """The memory the run may have, where it comes from, and how to read its headroom."""
 
     limit: int
@@ -184,3 +185,25 @@ def _read_int(path: Path) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def describe() -> dict[str, object]:
+    """The memory this machine gives the processes here, as plain values: ``host``, ``limit`` and
+    ``source`` (see :class:`MemoryLimit`), ``headroom`` now (None where unknown) and
+    ``domain``, which is equal for two processes only when one OOM killer guards both:
+    the same kernel (its boot id) and the same limited cgroup, or the machine."""
+    import socket
+
+    found = memory_limit()
+    host = socket.gethostname()
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = host  # no /proc: one host, one machine
+    return {
+        "host": host,
+        "limit": found.limit,
+        "source": found.source,
+        "headroom": found.headroom(),
+        "domain": f"{boot} {found.source}",
+    }

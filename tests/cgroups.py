@@ -71,3 +71,16 @@ def _remove(path: Path) -> None:
 def inside(path: Path, *command: str) -> list[str]:
     """``command``, run from a shell that first moves itself into the cgroup ``path``."""
     return ["sh", "-c", f'echo $$ > {path}/cgroup.procs && exec "$@"', "sh", *command]
+
+
+def inside_mounted(path: Path) -> list[str]:
+    """A command prefix that mounts cgroup v1's memory hierarchy where it belongs and
+    moves itself into the cgroup ``path``: for a process in a mount namespace of its own
+    (``ip netns exec`` mounts a fresh /sys, hiding the cgroup mounts), as in a container."""
+    relative = path.relative_to(V1_MEMORY)
+    script = (
+        "mount -t tmpfs cgroups /sys/fs/cgroup && mkdir /sys/fs/cgroup/memory && "
+        "mount -t cgroup -o memory memory /sys/fs/cgroup/memory && "
+        f'echo $$ > /sys/fs/cgroup/memory/{relative}/cgroup.procs && exec "$@"'
+    )
+    return ["sh", "-c", script, "sh"]

@@ -201,14 +201,17 @@ socketserver.startserver(sock, loop=True)
 """
 
 
-def start_socketserver(host: Host, cwd: Path, env: dict[str, str] | None = None) -> int:
+def start_socketserver(
+    host: Host, cwd: Path, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+) -> int:
     """execnet's socket server inside ``host``, serving from ``cwd``; its port.
 
     It runs the gateway of one connection at a time, in its own process: one worker.
+    ``prefix``: a command that runs it (``sh -c '...; exec "$@"' sh``, say).
     """
     cwd.mkdir(parents=True, exist_ok=True)
     server = host.popen(
-        [sys.executable, "-c", SOCKETSERVER, host.address],
+        [*prefix, sys.executable, "-c", SOCKETSERVER, host.address],
         cwd=cwd,
         stdout=subprocess.PIPE,
         text=True,

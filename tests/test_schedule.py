@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cgroups import inside_mounted, memory_cgroup
+from hosts import Network, need_root_and_ip, start_socketserver
 from runs import MemstreamRun, RunMemstream
 
 MiB = 1 << 20
@@ -62,7 +65,10 @@ def overlap(intervals: list[tuple[float, float]]) -> bool:
 
 
 def fresh(pytester: pytest.Pytester) -> None:
-    started = pytester.path / "started"
+    fresh_markers(pytester.path / "started")
+
+
+def fresh_markers(started: Path) -> None:
     if started.exists():
         for marker in started.iterdir():
             marker.unlink()
@@ -84,7 +90,7 @@ def test_two_hungry_tests_never_overlap_when_the_budget_fits_one(
     assert len(run.report["tests"]) == 12
     assert not overlap(spans(run, "hungry"))
     run.result.stdout.fnmatch_lines(
-        ["memstream: scheduled by memory: budget *M of 1.0G, 2 hungry tests (*), *"]
+        ["memstream: scheduled by memory: budget *M of 1.0G, 2 hungry tests (*); *"]
     )
 
 
@@ -245,3 +251,51 @@ def test_x_and_maxschedchunk_end_the_run_as_without_the_scheduler(
     last_failed = run_memstream("-n", "2", "--lf", "--memstream-max-total=1G")
     assert last_failed.result.ret == pytest.ExitCode.TESTS_FAILED, last_failed.output
     assert [t["nodeid"] for t in last_failed.report["tests"]] == ["test_mem.py::test_0_fails"]
+
+
+@pytest.mark.slow
+def test_a_remote_host_in_a_container_has_a_budget_of_its_own(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    """Two workers on another host (a network namespace) in a container of 1 GiB (a
+    memory cgroup), this machine's memory untouched: the budget is the container's, as
+    the far side reports it."""
+    need_root_and_ip()
+    pytester.makepyfile(test_mem=HUNGRY)
+    network = Network()
+    try:
+        with memory_cgroup("remote", 1024 * MiB) as cgroup:
+            host = network.add()
+            home = pytester.path.parent / f"{host.name}-home"
+            tx = [
+                f"socket={host.address}:"
+                f"{start_socketserver(host, home, prefix=inside_mounted(cgroup))}"
+                for _ in range(2)
+            ]
+            args = [
+                "--dist=load",
+                f"--rsyncdir={pytester.path}",
+                "-W",
+                "ignore::DeprecationWarning",
+            ]
+            for spec in tx:
+                args += ["--tx", spec]
+            args.append(str(pytester.path))
+            # Without a budget, they overlap (and the controller learns what each takes).
+            control = run_memstream(*args, "--memstream-max-total=100G")
+            assert control.result.ret == pytest.ExitCode.OK, control.output
+            assert overlap(spans(control, "hungry"))
+            for started in home.rglob("started"):
+                fresh_markers(started)
+            run = run_memstream(*args, "--memstream-max-total=auto")
+            assert run.result.ret == pytest.ExitCode.OK, run.output
+            assert not overlap(spans(run, "hungry"))
+            assert {w["host"] for w in run.report["workers"]} == {host.hostname}
+            run.result.stdout.fnmatch_lines(
+                [
+                    f"memstream: scheduled by memory: budget *M of *M free on {host.hostname} "
+                    f"in cgroup v1 /*{cgroup.name}, 2 hungry tests (*); 1 held back *"
+                ]
+            )
+    finally:
+        network.close()

@@ -142,6 +142,8 @@ class Controller:
         # Before xdist rsyncs or starts its own code there: one round trip, per gateway.
         if not getattr(gateway.spec, "popen", True):
             self._remote_hosts().gateway_up(gateway)
+            if self.settings.max_total is not None:
+                self._domains.gateway_up(gateway)  # its own memory, its own budget
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -261,13 +263,20 @@ class Controller:
         return self.memory_limit.limit if headroom is None else headroom
 
     @functools.cached_property
-    def _budget(self) -> Any:
-        from xdist.workermanage import parse_tx_spec_config
+    def _domains(self) -> Any:
+        from pytest_memstream.plugin.schedule import MemoryDomains
 
+        assert self.settings.max_total is not None
+        return MemoryDomains(
+            self.settings.max_total, self._max_total_bytes(), self.memory_limit.source
+        )
+
+    @functools.cached_property
+    def _budget(self) -> Any:
         from pytest_memstream.plugin.schedule import Budget
 
-        workers = len(parse_tx_spec_config(self.config))
-        return Budget(self._max_total_bytes(), workers, self._predictions, self.state)
+        domains = self._domains
+        return Budget(domains.local, domains.of, self._predictions, self.state)
 
     @staticmethod
     def memory_rss() -> int:
@@ -292,6 +301,10 @@ class Controller:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Known only now: xdist registers its DSession in a trylast pytest_configure.
+        if self.settings.max_total is not None and self.config.pluginmanager.has_plugin("dsession"):
+            # The budget's headroom as it is before xdist starts the workers (it does so
+            # in its own pytest_sessionstart): they are counted by their own figures.
+            self._domains  # noqa: B018
         if not self.config.pluginmanager.has_plugin("dsession"):
             from pytest_memstream.plugin.worker import failure_output, start_failure, start_recorder
 
@@ -527,10 +540,7 @@ class Controller:
         if "_budget" in self.__dict__:  # the scheduler ran
             from pytest_memstream.plugin.schedule import summary_line
 
-            source = ""
-            if not isinstance(settings.max_total, int):
-                source = f" free in {self.memory_limit.source}"
-            terminalreporter.write_line(summary_line(self._budget, source, self._collected))
+            terminalreporter.write_line(summary_line(self._budget, self._collected))
         for problem in self.problems:
             terminalreporter.write_line(f"memstream: warning: {problem}", yellow=True)
         if self.baselines is not None:

@@ -11,7 +11,8 @@ predicted total stays under the budget.  Everything else flows as xdist sends it
   learnt for next time.
 - The predicted total is each worker's latest figure (its tree's total, from the sink),
   or, where a hungry test was given to it, the figure the worker started that test from
-  plus the predictions of the hungry tests it holds, whichever is larger: the stream
+  plus the largest prediction of the hungry tests it holds (it runs one at a time),
+  whichever is larger: the stream
   corrects the picture, it does not drive it.  A hungry test is charged when it is
   handed out and released when xdist marks it complete.
 - xdist runs a test only once its worker holds the next one: a test held back can keep a
@@ -30,7 +31,7 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 from xdist.scheduler import LoadScheduling, WorkStealingScheduling
@@ -38,7 +39,7 @@ from xdist.scheduler import LoadScheduling, WorkStealingScheduling
 if TYPE_CHECKING:
     from xdist.workermanage import WorkerController
 
-    from pytest_memstream.collector.state import RunState
+    from pytest_memstream.collector.state import RunState, WorkerState
 
 MiB = 1 << 20
 #: A test is hungry from this growth up, or from the budget's share below, if larger.
@@ -52,21 +53,93 @@ MARGIN_FRACTION = 0.05
 CACHE_KEY_LEARNT = "memstream/predictions"
 
 
+class Domain(NamedTuple):
+    """Memory one OOM killer guards: one machine, or one limited cgroup on it.  Workers on
+    other hosts have their own (the far side's :func:`machine.describe`); workers on this
+    machine, or on a host that turns out to be this machine, share this one's."""
+
+    key: str
+    #: What its workers may hold together (the budget's limit, before the margin).
+    limit: int
+    #: How it is named in the summary (``free in cgroup v1 /ci``, ``on build2 ...``).
+    label: str
+
+
+#: How long the far side of a gateway may take to say what memory it has.
+PROBE_TIMEOUT = 10.0
+
+
+class MemoryDomains:
+    """Which memory domain each worker runs in: this machine's, or for a worker on another
+    host, the one its gateway's far side reports (machine.py's own source runs there, in
+    one round trip, as the gateway comes up).  ``--memstream-max-total SIZE`` gives each
+    domain SIZE; ``auto`` each its headroom as it was found."""
+
+    def __init__(self, max_total: int | str, local_limit: int, local_source: str) -> None:
+        from pytest_memstream.machine import describe
+
+        self._max_total = max_total
+        here = describe()
+        self._here = str(here["domain"])
+        label = "" if isinstance(max_total, int) else f" free in {local_source}"
+        self.local = Domain(self._here, local_limit, label)
+        self._by_gateway: dict[str, Domain] = {}
+
+    def gateway_up(self, gateway: Any) -> None:
+        """Ask the far side of ``gateway`` (a worker on another host) what memory it has."""
+        far = _ask_memory(gateway)
+        if far is None or far["domain"] == self._here:
+            return  # unknown, or this very machine: it shares this machine's budget
+        host = far["host"] or str(gateway.id)
+        if isinstance(self._max_total, int):
+            domain = Domain(far["domain"], self._max_total, f" on {host}")
+        else:
+            headroom = far["headroom"]
+            limit = far["limit"] if headroom is None else headroom
+            domain = Domain(far["domain"], limit, f" free on {host} in {far['source']}")
+        self._by_gateway[gateway.id] = domain
+
+    def of(self, worker: str) -> Domain | None:
+        return self._by_gateway.get(worker)
+
+
+def _ask_memory(gateway: Any) -> dict[str, Any] | None:
+    from pytest_memstream import machine
+
+    source = Path(machine.__file__).read_text(encoding="utf-8") + "\nchannel.send(describe())\n"
+    try:
+        channel = gateway.remote_exec(source)
+        answer = channel.receive(PROBE_TIMEOUT)
+        channel.waitclose(PROBE_TIMEOUT)
+    except Exception:  # an old Python there, a gateway gone: its workers share ours
+        return None
+    if not isinstance(answer, dict):
+        return None
+    ok = (
+        isinstance(answer.get("domain"), str)
+        and isinstance(answer.get("host"), str)
+        and isinstance(answer.get("source"), str)
+        and type(answer.get("limit")) is int
+        and (answer.get("headroom") is None or type(answer.get("headroom")) is int)
+    )
+    return answer if ok else None
+
+
 class Budget:
-    """What the run may hold, what each test is predicted to take, and what is charged."""
+    """What each memory domain may hold, what each test is predicted to take, and what is
+    charged.  A domain's figures (see docs/schedule.md), for its limit ``L`` and its ``W``
+    workers: a test is *hungry* from ``max(32 MiB, L / W / 8)``; the *margin* is ``W``
+    times that plus 5% of ``L``; the *budget* is ``L`` less the margin."""
 
     def __init__(
         self,
-        limit: int,
-        workers: int,
+        local: Domain,
+        domain_of: Callable[[str], Domain | None],
         predictions: Mapping[str, int],
         state: RunState,
     ) -> None:
-        self.limit = limit
-        self.hungry_from = max(HUNGRY_FLOOR, limit // max(1, workers) // HUNGRY_SHARE)
-        # Tests that are not hungry run unchecked: each worker may be in one at once.
-        self.margin = workers * self.hungry_from + int(limit * MARGIN_FRACTION)
-        self.budget = max(0, limit - self.margin)
+        self.local = local
+        self._domain_of = domain_of
         self.predictions = dict(predictions)
         self._state = state
         #: worker id -> {collection index: predicted growth} of the hungry tests it holds
@@ -75,22 +148,59 @@ class Budget:
         #: held back at least once.
         self.forced = 0
         self.held: set[str] = set()
+        #: Every domain a test was checked against, by key.
+        self.seen: dict[str, Domain] = {}
+
+    def domain(self, worker: str) -> Domain:
+        found = self._domain_of(worker) or self.local
+        self.seen.setdefault(found.key, found)
+        return found
+
+    def _workers(self, domain: Domain) -> list[WorkerState]:
+        """The live workers of ``domain`` (under the state's lock)."""
+        return [
+            w
+            for w in self._state.workers.values()
+            if w.status in ("expected", "running") and self.domain(w.id).key == domain.key
+        ]
+
+    def _count(self, domain: Domain) -> int:
+        """How many workers ``domain`` was given (the live ones, those done, not those a
+        crash ended: a replacement takes their place)."""
+        with self._state.cond:
+            return max(
+                1,
+                sum(
+                    1
+                    for w in self._state.workers.values()
+                    if w.status != "crashed" and self.domain(w.id).key == domain.key
+                ),
+            )
+
+    def hungry_from(self, domain: Domain) -> int:
+        return max(HUNGRY_FLOOR, domain.limit // self._count(domain) // HUNGRY_SHARE)
+
+    def budget(self, domain: Domain) -> int:
+        workers = self._count(domain)
+        hungry_from = max(HUNGRY_FLOOR, domain.limit // workers // HUNGRY_SHARE)
+        # Tests that are not hungry run unchecked: each worker may be in one at once.
+        margin = workers * hungry_from + int(domain.limit * MARGIN_FRACTION)
+        return max(0, domain.limit - margin)
 
     def need(self, nodeid: str) -> int:
         """The predicted growth of ``nodeid`` (0 without history)."""
         return self.predictions.get(nodeid, 0)
 
-    def hungry(self, nodeid: str) -> bool:
-        return self.need(nodeid) >= self.hungry_from
+    def hungry(self, nodeid: str, domain: Domain) -> bool:
+        return self.need(nodeid) >= self.hungry_from(domain)
 
-    def total(self) -> int:
-        """The run's predicted total: every worker's latest figure, or where it holds
-        hungry tests, its figure before them plus their predictions, if larger."""
+    def total(self, domain: Domain) -> int:
+        """The domain's predicted total: each of its workers' latest figure, or where it
+        holds hungry tests, its figure before them plus the largest of their predictions
+        (it runs one at a time), if larger."""
         total = 0
         with self._state.cond:
-            for worker in self._state.workers.values():
-                if worker.status not in ("expected", "running"):
-                    continue
+            for worker in self._workers(domain):
                 latest = worker.tree if worker.tree is not None else worker.rss
                 # Not heard from yet (it is still starting): what a worker usually takes.
                 latest = latest or WORKER_BASE
@@ -101,14 +211,25 @@ class Budget:
                     if running is not None:
                         start = running.tree_start
                         base = running.rss_start if start is None else start
-                    latest = max(latest, base + sum(charged.values()))
+                    # A worker runs one test at a time: what it holds at most.
+                    latest = max(latest, base + max(charged.values()))
                 total += latest
         return total
 
-    def fits(self, nodeid: str, total: int | None = None) -> bool:
-        """Whether ``nodeid`` fits on top of ``total`` (the predicted total, read now
-        unless given)."""
-        return (self.total() if total is None else total) + self.need(nodeid) <= self.budget
+    def extra(self, nodeid: str, worker: str | None = None) -> int:
+        """What handing ``nodeid`` to ``worker`` adds to the predicted total: its need, less
+        what the hungry tests the worker already holds take (it runs one at a time)."""
+        charged = self.charges.get(worker) if worker is not None else None
+        need = self.need(nodeid)
+        return max(0, need - max(charged.values())) if charged else need
+
+    def fits(
+        self, nodeid: str, domain: Domain, total: int | None = None, worker: str | None = None
+    ) -> bool:
+        """Whether ``nodeid`` fits in ``domain`` (on ``worker``, if given) on top of
+        ``total`` (its predicted total, read now unless given)."""
+        now = self.total(domain) if total is None else total
+        return now + self.extra(nodeid, worker) <= self.budget(domain)
 
     def charge(self, worker: str, index: int, nodeid: str) -> None:
         self.charges.setdefault(worker, {})[index] = self.need(nodeid)
@@ -135,20 +256,23 @@ class MemoryAware:
     def _send_tests(self, node: WorkerController, num: int) -> None:
         assert self.collection is not None
         budget, collection = self.budget, self.collection
+        domain = budget.domain(node.gateway.id)
+        hungry_from = budget.hungry_from(domain)
         chosen: list[int] = []
         total: int | None = None  # read once, at the first hungry test
         for index in self.pending:
             if len(chosen) >= num:
                 break
             nodeid = collection[index]
-            if not budget.hungry(nodeid):
+            if budget.need(nodeid) < hungry_from:
                 chosen.append(index)
                 continue
             if total is None:
-                total = budget.total()
-            if budget.fits(nodeid, total):
-                budget.charge(node.gateway.id, index, nodeid)
-                total += budget.need(nodeid)
+                total = budget.total(domain)
+            worker = node.gateway.id
+            if budget.fits(nodeid, domain, total, worker):
+                total += budget.extra(nodeid, worker)
+                budget.charge(worker, index, nodeid)
                 chosen.append(index)
             else:
                 budget.held.add(nodeid)
@@ -172,10 +296,14 @@ class MemoryAware:
         assert self.collection is not None
         collection, budget = self.collection, self.budget
         node = max(nodes, key=lambda n: len(self.node2pending[n]))
+        worker = node.gateway.id
+        domain = budget.domain(worker)
         while len(self.node2pending[node]) < 2 and self.pending:
             index = min(self.pending, key=lambda i: budget.need(collection[i]))
-            budget.charge(node.gateway.id, index, collection[index])
-            budget.forced += 1
+            nodeid = collection[index]
+            if budget.hungry(nodeid, domain) and not budget.fits(nodeid, domain, None, worker):
+                budget.forced += 1
+            budget.charge(worker, index, nodeid)
             self._hand_out(node, [index])
         if not self.pending:
             self._queue_emptied()
@@ -260,9 +388,16 @@ class MemoryAwareWorksteal(MemoryAware, WorkStealingScheduling):
         WorkStealingScheduling.check_schedule(self)  # steals, or shuts idle workers down
 
     def _waits(self, index: int) -> bool:
+        """Whether test ``index`` is hungry and fits no worker's domain now."""
         assert self.collection is not None
-        nodeid = self.collection[index]
-        return self.budget.hungry(nodeid) and not self.budget.fits(nodeid)
+        nodeid, budget = self.collection[index], self.budget
+        if budget.need(nodeid) < HUNGRY_FLOOR:
+            return False  # most tests: hungry nowhere
+        domains = {budget.domain(n.gateway.id) for n in self.node2pending if not n.shutting_down}
+        return all(
+            budget.hungry(nodeid, domain) and not budget.fits(nodeid, domain)
+            for domain in domains or {budget.local}
+        )
 
     def remove_node(self, node: WorkerController) -> str | None:
         self.budget.release_all(node.gateway.id)
@@ -285,15 +420,20 @@ def make_scheduler(
     return scheduler
 
 
-def summary_line(budget: Budget, source: str, collection: Sequence[str] | None) -> str:
-    """What the scheduler did, for the terminal."""
+def summary_line(budget: Budget, collection: Sequence[str] | None) -> str:
+    """What the scheduler did, for the terminal: each memory domain's budget, then what
+    was held back."""
     from pytest_memstream.sizes import format_size
 
-    hungry = sum(1 for nodeid in collection or () if budget.hungry(nodeid))
+    domains = list(budget.seen.values()) or [budget.local]
+    budgets = "; ".join(
+        f"budget {format_size(budget.budget(d))} of {format_size(d.limit)}{d.label}, "
+        f"{sum(1 for n in collection or () if budget.hungry(n, d))} hungry tests (growth of "
+        f"{format_size(budget.hungry_from(d))} or more before)"
+        for d in domains
+    )
     return (
-        f"memstream: scheduled by memory: budget {format_size(budget.budget)} of "
-        f"{format_size(budget.limit)}{source}, {hungry} hungry tests (growth of "
-        f"{format_size(budget.hungry_from)} or more before), {len(budget.held)} held back "
+        f"memstream: scheduled by memory: {budgets}; {len(budget.held)} held back "
         f"for memory, {budget.forced} over the budget (nothing else could run)"
     )
 
