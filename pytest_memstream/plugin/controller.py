@@ -480,6 +480,10 @@ class Controller:
         with their worker, in the socket's buffers when it was killed."""
         if self._collected is None:
             return []  # without xdist the recorder is in this process: nothing in flight
+        with self.state.cond:
+            died = any(w.status in ("crashed", "incomplete") for w in self.state.workers.values())
+        if not died:
+            return []  # a worker that finished handed its records over
         from pytest_memstream.protocol.stream import cut_nodeid
 
         unstarted = self._unstarted or set()
