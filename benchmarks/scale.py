@@ -31,7 +31,8 @@ TESTS = 100_000
 WORKERS = 16
 PER_FRAME = 256
 AIM_RSS = 200 << 20
-AIM_SECONDS = 1.0
+#: The shape issue: one writer, no hand-made template, as long as it stays under 2 s.
+AIM_SECONDS = 2.0
 MiB = 1 << 20
 
 

@@ -126,7 +126,7 @@ def _outcome_line(result: RunResult) -> str:
 
 def run_part(long: bool) -> str:
     table = Table(
-        "5. Scheduling by memory: a 2.5 GiB cgroup, -n 4 --dist worksteal",
+        "6. Scheduling by memory: a 2.5 GiB cgroup, -n 4 --dist worksteal",
         ["run", "where", "wall (median)", "OOM kills", "workers lost", "outcome"],
     )
     try:
