@@ -7,7 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 from runs import MemstreamRun, RunMemstream
+from streams import KEYS
 from watching import Project
+
+from pytest_memstream.collector.sink import Sink
+from pytest_memstream.collector.state import RunState
 
 
 @pytest.fixture
@@ -31,3 +35,12 @@ def project(pytester: pytest.Pytester) -> Iterator[Project]:
     project = Project(pytester)
     yield project
     project.cleanup()
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A real sink on a free loopback port, admitting ``streams.KEYS``, started."""
+    sink = Sink(RunState(), KEYS, "tcp://127.0.0.1")
+    sink.start()
+    yield sink
+    sink.stop()

@@ -9,6 +9,9 @@ import zmq
 from pytest_memstream import security
 from pytest_memstream.protocol import stream as wire
 
+#: A run's keys, from a fixed secret (the ``sink`` fixture's sink admits them).
+KEYS = security.RunKeys(b"s" * 32)
+
 HELLO = {"k": "hello", "t": 1.0, "pid": 1, "method": "hwm", "interval": 0.1, "rss": 1,
          "platform": "linux"}  # fmt: skip
 

@@ -5,23 +5,20 @@ from __future__ import annotations
 import os
 import socket as sockets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import pytest
 import zmq
-from streams import HELLO, send, worker_socket
+from streams import HELLO, KEYS, send, worker_socket
 from watching import record_value, run_value
 
 from pytest_memstream import security
 from pytest_memstream.cli.client import Viewer, ViewerError, reachable
 from pytest_memstream.collector.sink import Sink
-from pytest_memstream.collector.state import RunState
 from pytest_memstream.protocol import ProtocolError
 from pytest_memstream.protocol import viewer as wire
-
-KEYS = security.RunKeys(b"s" * 32)
 
 
 class ScriptedRun:
@@ -145,14 +142,6 @@ def test_nothing_answering_is_an_error() -> None:
                     viewer.poll(0.1)
         finally:
             viewer.close()
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    sink = Sink(RunState(), KEYS, "tcp://127.0.0.1")
-    sink.start()
-    yield sink
-    sink.stop()
 
 
 def viewer_socket(context: zmq.Context[Any], kind: int, endpoint: str) -> zmq.Socket[Any]:

@@ -9,18 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from streams import KEYS
 from watching import DEADLINE, Lines, Project, Tmux
 
 from pytest_memstream.collector.sink import Sink
-from pytest_memstream.collector.state import RunState
-from pytest_memstream.security import RunKeys
 from pytest_memstream.session import process_start
 
-KEYS = RunKeys(b"s" * 32)
 WATCH = [sys.executable, "-m", "pytest_memstream.cli", "watch"]
 
 
@@ -134,14 +131,6 @@ def test_a_secret_on_the_command_line_is_refused(tmp_path: Path) -> None:
     )
     done = watch("tcp://127.0.0.1:5555", cwd=tmp_path)
     assert done.returncode == 4 and "MEMSTREAM_SECRET" in done.stderr
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    sink = Sink(RunState(), KEYS, "tcp://127.0.0.1")
-    sink.start()
-    yield sink
-    sink.stop()
 
 
 def test_a_wrong_secret_is_told(sink: Sink) -> None:
