@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 
 from pytest_memstream.collector import report
+from pytest_memstream.collector.records import TestRecord as Record
+from pytest_memstream.collector.records import walk_phases
 from pytest_memstream.collector.report import (
     Snapshot,
     summary_lines,
     summary_title,
     write_report,
 )
-from pytest_memstream.collector.state import RunState, walk_phases
-from pytest_memstream.collector.state import TestRecord as Record
+from pytest_memstream.collector.state import RunState
 from pytest_memstream.plugin.probe import SampledPeak
 from pytest_memstream.protocol import PHASES
 from pytest_memstream.protocol import stream as wire

@@ -136,19 +136,7 @@ def check_baseline(raw: Any) -> Baseline:
     if type(tests) is not dict:
         raise BaselineError("its 'tests' is not a map of node ids")
     if raw["schema"] == SCHEMA_1:
-        for nodeid, figures in tests.items():
-            if type(figures) is not dict or any(type(figures.get(f)) is not int for f in FIGURES_1):
-                raise BaselineError(
-                    f"test {nodeid!r:.200} lacks whole-number {', '.join(FIGURES_1)}"
-                )
-        return {
-            "schema": SCHEMA,
-            "runs": [{"started": raw.get("started"), "tests": len(tests)}],
-            "tests": {
-                n: {**{f: [figures[f]] for f in FIGURES_1}, "tree_growth": [figures["growth"]]}
-                for n, figures in tests.items()
-            },
-        }
+        return _from_schema_1(raw, tests)
     runs = raw.get("runs")
     if type(runs) is not list or not runs or any(type(r) is not dict for r in runs):
         raise BaselineError("its 'runs' is not a list of runs")
@@ -163,6 +151,22 @@ def check_baseline(raw: Any) -> Baseline:
                 f"{len(runs)} whole numbers or nulls, not all null"
             )
     return raw
+
+
+def _from_schema_1(raw: dict[str, Any], tests: dict[str, Any]) -> Baseline:
+    """A checked ``/1`` baseline as a ``/2`` one of one run (its tree growth is its growth:
+    ``/1`` measured the worker alone)."""
+    for nodeid, figures in tests.items():
+        if type(figures) is not dict or any(type(figures.get(f)) is not int for f in FIGURES_1):
+            raise BaselineError(f"test {nodeid!r:.200} lacks whole-number {', '.join(FIGURES_1)}")
+    return {
+        "schema": SCHEMA,
+        "runs": [{"started": raw.get("started"), "tests": len(tests)}],
+        "tests": {
+            n: {**{f: [figures[f]] for f in FIGURES_1}, "tree_growth": [figures["growth"]]}
+            for n, figures in tests.items()
+        },
+    }
 
 
 def _history(values: Any, runs: int) -> bool:

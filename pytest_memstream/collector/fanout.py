@@ -39,7 +39,8 @@ import zmq
 
 from pytest_memstream import security
 from pytest_memstream.collector.listen import Listener, viewer_binds
-from pytest_memstream.collector.state import RunState, TestRecord, WorkerState
+from pytest_memstream.collector.records import TestRecord, WorkerState
+from pytest_memstream.collector.state import RunState
 from pytest_memstream.protocol import ProtocolError
 from pytest_memstream.protocol import viewer as wire
 

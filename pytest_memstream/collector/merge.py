@@ -68,33 +68,50 @@ def merge(shards: Sequence[Shard]) -> Report:
 def _run(shards: Sequence[Shard], runs: list[dict[str, Any]]) -> dict[str, Any]:
     entries = [_shard_entry(s) for s in shards]
     stopped = [f"{e['label']}: {e['stopped']}" for e in entries if not e["complete"]]
-    starts = [r["started"] for r in runs if _is_number(r.get("started"))]
-    ends = [
-        r["started"] + r["duration"]
-        for r in runs
-        if _is_number(r.get("started")) and _is_number(r.get("duration"))
-    ]
-    rejected: Counter[str] = Counter()
-    for r in runs:
-        rejected.update(r.get("rejected") or {})
+    started, duration = _span(runs)
     methods = sorted({m for r in runs for m in str(r.get("peak_method") or "").split(",") if m})
     return {
-        "started": min(starts) if starts else None,
-        "duration": max(ends) - min(starts) if ends and starts else None,
+        "started": started,
+        "duration": duration,
         "platform": _same(runs, "platform"),
         "python": _same(runs, "python"),
         "pytest": _same(runs, "pytest"),
         "peak_method": ",".join(methods) or None,
         "complete": not stopped,
         "stopped": "; ".join(stopped) or None,
-        "not_run": sum(int(r.get("not_run") or 0) for r in runs),
+        "not_run": _sum(runs, "not_run"),
         "tests": sum(e["tests"] for e in entries),
-        "messages": sum(int(r.get("messages") or 0) for r in runs),
-        "frames": sum(int(r.get("frames") or 0) for r in runs),
-        "rejected": dict(rejected),
+        "messages": _sum(runs, "messages"),
+        "frames": _sum(runs, "frames"),
+        "rejected": _counts(runs, "rejected"),
         "viewers": _viewers(runs),
         "shards": entries,
     }
+
+
+def _span(runs: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """When the first shard started, and how long until the last one ended."""
+    starts = [r["started"] for r in runs if _is_number(r.get("started"))]
+    ends = [
+        r["started"] + r["duration"]
+        for r in runs
+        if _is_number(r.get("started")) and _is_number(r.get("duration"))
+    ]
+    if not starts:
+        return None, None
+    return min(starts), (max(ends) - min(starts) if ends else None)
+
+
+def _sum(entries: list[dict[str, Any]], name: str) -> int:
+    return sum(int(e.get(name) or 0) for e in entries)
+
+
+def _counts(entries: list[dict[str, Any]], name: str) -> dict[str, int]:
+    """The entries' maps of reason to count, added up."""
+    total: Counter[str] = Counter()
+    for e in entries:
+        total.update(e.get(name) or {})
+    return dict(total)
 
 
 def _shard_entry(shard: Shard) -> ShardEntry:
@@ -127,13 +144,10 @@ def _viewers(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     seen = [r["viewers"] for r in runs if isinstance(r.get("viewers"), dict)]
     if not seen:
         return None
-    rejected: Counter[str] = Counter()
-    for v in seen:
-        rejected.update(v.get("rejected") or {})
     return {
-        "snapshots": sum(int(v.get("snapshots") or 0) for v in seen),
-        "rejected": dict(rejected),
-        "dropped": sum(int(v.get("dropped") or 0) for v in seen),
+        "snapshots": _sum(seen, "snapshots"),
+        "rejected": _counts(seen, "rejected"),
+        "dropped": _sum(seen, "dropped"),
     }
 
 

@@ -30,7 +30,8 @@ from pytest_memstream.protocol import SAMPLED
 from pytest_memstream.sizes import format_size
 
 if TYPE_CHECKING:
-    from pytest_memstream.collector.state import RunState, TestRecord, WorkerState
+    from pytest_memstream.collector.records import TestRecord, WorkerState
+    from pytest_memstream.collector.state import RunState
 
 _SORT_TITLE = {
     "growth": "memory growth",
@@ -232,50 +233,58 @@ def summary_title(report: Report, sort: str, top: int) -> str:
 
 def summary_lines(report: Report, sort: str, top: int, verbosity: int = 0) -> list[str]:
     """The body of the terminal summary: the top tests, workers, and a footer line."""
-    rows = top_tests(report, sort, top)
-    lines = []
-    # The tree's column only where a test started processes: most runs have none.
-    tree = any(t["children"]["count"] for t in report["tests"])
-    if verbosity < 0:
-        for t in rows:
-            lines.append(f"{figure_text(t, 'growth', signed=True):>8} {t['nodeid']}{_mark(t)}")
-    else:
-        tree_head = f"{'tree':>8}  " if tree else ""
-        # Wide enough for a merged report's workers (``shard2/gw0``).
-        wide = max([6, *(len(t["worker"]) for t in rows)])
-        lines.append(
-            f"{'growth':>8}  {'peak':>8}  {'kept':>8}  {tree_head}{'worker':<{wide}}  "
-            f"{'phase':<8}  test"
-        )
-        for t in rows:
-            tree_cell = f"{figure_text(t, 'tree_growth', signed=True):>8}  " if tree else ""
-            lines.append(
-                f"{figure_text(t, 'growth', signed=True):>8}  {figure_text(t, 'peak_rss'):>8}  "
-                f"{figure_text(t, 'kept', signed=True):>8}  {tree_cell}{t['worker']:<{wide}}  "
-                f"{t['peak_phase'] or '?':<8}  {t['nodeid']}{_mark(t)}{_children(t)}"
-            )
+    lines = _table_lines(report, top_tests(report, sort, top), verbosity)
     killed_by = {w["id"]: w.get("killed_by") for w in report["workers"]}
     for t in report["tests"]:
         if t["outcome"] == "crashed":
             lines.append(_crash_line(t, killed_by.get(t["worker"])))
     lines.extend(shard_lines(report))
     if verbosity > 0:
-        lines.extend(_worker_lines(report["workers"], report["run"].get("host") or ""))
-        rejected = report["run"].get("rejected") or {}
-        if rejected:
-            detail = ", ".join(f"{n} {reason}" for reason, n in sorted(rejected.items()))
-            lines.append(f"memstream: rejected input: {detail}")
-        viewers = report["run"].get("viewers") or {}
-        if viewers.get("snapshots") or viewers.get("rejected") or viewers.get("dropped"):
-            refused = sum(viewers["rejected"].values())
-            lines.append(
-                f"memstream: viewers: {counted(viewers['snapshots'], 'snapshot')} served, "
-                f"{refused} requests refused, {viewers['dropped']} messages dropped"
-            )
+        lines.extend(_verbose_lines(report))
     peak = run_peak_line(report) if verbosity >= 0 else None
     if peak is not None:
         lines.append(peak)
     lines.append(footer_line(report))
+    return lines
+
+
+def _table_lines(report: Report, rows: list[dict[str, Any]], verbosity: int) -> list[str]:
+    """The top tests: their growth alone under ``-q``, else a table with a heading."""
+    if verbosity < 0:
+        return [f"{figure_text(t, 'growth', signed=True):>8} {t['nodeid']}{_mark(t)}" for t in rows]
+    # The tree's column only where a test started processes: most runs have none.
+    tree = any(t["children"]["count"] for t in report["tests"])
+    tree_head = f"{'tree':>8}  " if tree else ""
+    # Wide enough for a merged report's workers (``shard2/gw0``).
+    wide = max([6, *(len(t["worker"]) for t in rows)])
+    lines = [
+        f"{'growth':>8}  {'peak':>8}  {'kept':>8}  {tree_head}{'worker':<{wide}}  "
+        f"{'phase':<8}  test"
+    ]
+    for t in rows:
+        tree_cell = f"{figure_text(t, 'tree_growth', signed=True):>8}  " if tree else ""
+        lines.append(
+            f"{figure_text(t, 'growth', signed=True):>8}  {figure_text(t, 'peak_rss'):>8}  "
+            f"{figure_text(t, 'kept', signed=True):>8}  {tree_cell}{t['worker']:<{wide}}  "
+            f"{t['peak_phase'] or '?':<8}  {t['nodeid']}{_mark(t)}{_children(t)}"
+        )
+    return lines
+
+
+def _verbose_lines(report: Report) -> list[str]:
+    """What ``-v`` adds: the workers by host, rejected input and the viewers served."""
+    lines = _worker_lines(report["workers"], report["run"].get("host") or "")
+    rejected = report["run"].get("rejected") or {}
+    if rejected:
+        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(rejected.items()))
+        lines.append(f"memstream: rejected input: {detail}")
+    viewers = report["run"].get("viewers") or {}
+    if viewers.get("snapshots") or viewers.get("rejected") or viewers.get("dropped"):
+        refused = sum(viewers["rejected"].values())
+        lines.append(
+            f"memstream: viewers: {counted(viewers['snapshots'], 'snapshot')} served, "
+            f"{refused} requests refused, {viewers['dropped']} messages dropped"
+        )
     return lines
 
 

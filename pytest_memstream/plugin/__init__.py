@@ -49,7 +49,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     settings = resolve(config)
     if not settings.enabled or settings.max_total is None:
         return None
-    from pytest_memstream.plugin.schedule import auto_workers
+    from pytest_memstream.plugin.scheduling import auto_workers
 
     return auto_workers(config, settings.max_total)
 
@@ -74,6 +74,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     controller = start_controller(config, settings)
     config.pluginmanager.register(controller, "memstream-controller")
+    if controller.scheduling is not None:
+        config.pluginmanager.register(controller.scheduling, "memstream-scheduling")
     if settings.markdown_path is not None or settings.junit_path is not None:
         from pytest_memstream.plugin.ci import CiReports
 

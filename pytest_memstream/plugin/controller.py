@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pytest_memstream.plugin.baselines import Baselines
     from pytest_memstream.plugin.recorder import Recorder
     from pytest_memstream.plugin.remote import Reach, RemoteHosts
+    from pytest_memstream.plugin.scheduling import Scheduling
     from pytest_memstream.security import RunKeys
 
 #: How long the controller waits for a finished worker's stream to drain: at most
@@ -95,6 +96,12 @@ class Controller:
         #: says nothing when it stops giving out tests, so what is left at the end (and
         #: has no record either) never ran.
         self._unstarted: set[str] | None = None
+        #: --memstream-max-total's budget and hooks (plugin/scheduling.py), if asked for.
+        self.scheduling: Scheduling | None = None
+        if settings.max_total is not None:
+            from pytest_memstream.plugin.scheduling import Scheduling
+
+            self.scheduling = Scheduling(self, settings.max_total)
         self.baselines: Baselines | None = None
         if settings.baselines_wanted:
             from pytest_memstream.plugin.baselines import Baselines
@@ -142,8 +149,6 @@ class Controller:
         # Before xdist rsyncs or starts its own code there: one round trip, per gateway.
         if not getattr(gateway.spec, "popen", True):
             self._remote_hosts().gateway_up(gateway)
-            if self.settings.max_total is not None:
-                self._domains.gateway_up(gateway)  # its own memory, its own budget
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -230,62 +235,6 @@ class Controller:
         if self._unstarted:
             self._unstarted.discard(nodeid)
 
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
-        """xdist's own scheduling, with hungry tests handed out by memory (schedule.py)."""
-        if self.settings.max_total is None:
-            return None
-        from pytest_memstream.plugin.schedule import make_scheduler
-
-        scheduler = make_scheduler(config, log, self._budget)
-        if scheduler is None:
-            self.problems.append(
-                "--memstream-max-total schedules --dist load and worksteal only: with --dist "
-                f"{config.getoption('dist')} the tests ran as xdist handed them out"
-            )
-        return scheduler
-
-    @functools.cached_property
-    def _predictions(self) -> dict[str, int]:
-        from pytest_memstream.plugin.schedule import predictions
-
-        cache: pytest.Cache | None = getattr(self.config, "cache", None)
-        return predictions(lambda key: None if cache is None else cache.get(key, None),
-                           self.settings.compare)  # fmt: skip
-
-    def _max_total_bytes(self) -> int:
-        """--memstream-max-total in bytes: as given, or for ``auto`` the headroom at the
-        start (the limited cgroup's limit less what it holds, else ``MemAvailable``)."""
-        max_total = self.settings.max_total
-        if isinstance(max_total, int):
-            return max_total
-        headroom = self.memory_limit.headroom()
-        return self.memory_limit.limit if headroom is None else headroom
-
-    @functools.cached_property
-    def _domains(self) -> Any:
-        from pytest_memstream.plugin.schedule import MemoryDomains
-
-        assert self.settings.max_total is not None
-        return MemoryDomains(
-            self.settings.max_total, self._max_total_bytes(), self.memory_limit.source
-        )
-
-    @functools.cached_property
-    def _budget(self) -> Any:
-        from pytest_memstream.plugin.schedule import Budget
-
-        domains = self._domains
-        return Budget(domains.local, domains.of, self._predictions, self.state)
-
-    @staticmethod
-    def memory_rss() -> int:
-        try:
-            with open("/proc/self/statm", "rb") as statm:
-                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            return 0
-
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport) -> None:
         # xdist's report for the test a worker died in; it carries the worker node.  (Not
@@ -301,10 +250,6 @@ class Controller:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Known only now: xdist registers its DSession in a trylast pytest_configure.
-        if self.settings.max_total is not None and self.config.pluginmanager.has_plugin("dsession"):
-            # The budget's headroom as it is before xdist starts the workers (it does so
-            # in its own pytest_sessionstart): they are counted by their own figures.
-            self._domains  # noqa: B018
         if not self.config.pluginmanager.has_plugin("dsession"):
             from pytest_memstream.plugin.worker import failure_output, start_failure, start_recorder
 
@@ -354,33 +299,9 @@ class Controller:
         return memory_limit()
 
     def pytest_report_header(self) -> list[str]:
-        starter = self.starter
-        lines = [f"memstream: sink {starter.endpoint}"]
-        if starter.viewer_endpoints:
-            lines.append(f"memstream: viewers attach at {starter.viewer_endpoints['snapshot']}")
-        else:
-            lines.append(f"memstream: no viewers for this run: {starter.viewer_problem}")
-        if self.settings.session_path is None and getattr(self.config, "cache", None) is None:
-            lines.append(
-                "memstream: no session file, so memstream watch cannot find this run: the "
-                "pytest cache is off (-p no:cacheprovider); run with --memstream-session PATH "
-                "and attach with memstream watch --session PATH"
-            )
-        if not _is_loopback(starter.endpoint):
-            lines.append(
-                "memstream: the sink listens beyond this machine (CurveZMQ: encrypted, and "
-                "only this run's keys are admitted)"
-            )
-        if self.settings.advertise is not None:
-            lines.append(
-                f"memstream: workers on other hosts, and the session file, name this machine "
-                f"{self.settings.advertise}"
-            )
-        if self.settings.json_path is not None:
-            lines.append(f"memstream: JSON report to {self.settings.json_path}")
-        if self.settings.html_path is not None:
-            lines.append(f"memstream: HTML report to {self.settings.html_path}")
-        return lines
+        from pytest_memstream.plugin.handoff import header_lines
+
+        return header_lines(self.config, self.settings, self.starter)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -416,10 +337,8 @@ class Controller:
 
         snapshot = Snapshot(self.state, self._run_facts(stopped, not_run))
         report = snapshot.document(top)
-        if self.settings.max_total is not None:
-            from pytest_memstream.plugin.schedule import learn
-
-            learn(getattr(self.config, "cache", None), self._predictions, snapshot.records)
+        if self.scheduling is not None:
+            self.scheduling.learn(snapshot.records)
         if settings.json_path is not None:
             try:
                 snapshot.write_json(settings.json_path)
@@ -541,10 +460,10 @@ class Controller:
             terminalreporter.write_line(f"memstream: JSON report written to {settings.json_path}")
         if self.html_written:
             terminalreporter.write_line(f"memstream: HTML report written to {settings.html_path}")
-        if "_budget" in self.__dict__:  # the scheduler ran
-            from pytest_memstream.plugin.schedule import summary_line
-
-            terminalreporter.write_line(summary_line(self._budget, self._collected))
+        if self.scheduling is not None:
+            scheduled = self.scheduling.summary_line(self._collected)
+            if scheduled is not None:
+                terminalreporter.write_line(scheduled)
         for problem in self.problems:
             terminalreporter.write_line(f"memstream: warning: {problem}", yellow=True)
         if self.baselines is not None:
@@ -566,43 +485,16 @@ class Controller:
     # --- the viewer hand-off ------------------------------------------------------------
 
     def write_session_file(self) -> None:
-        """Tell viewers where this run streams, with its secret: a file only this user
-        can read, in the pytest cache or where --memstream-session says."""
-        from pytest_memstream import session
+        """Tell viewers where this run streams, with its secret (plugin/handoff.py)."""
+        from pytest_memstream.plugin.handoff import write_session_file
 
-        path = self.settings.session_path
-        cache = getattr(self.config, "cache", None)  # absent with -p no:cacheprovider
         try:
-            if path is None:
-                if cache is None:
-                    return
-                directory = cache.mkdir("memstream")
-                path = directory / f"session-{os.getpid()}.json"
-                session.remove_stale(directory)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            endpoint, viewers = self.starter.endpoint, dict(self.starter.viewer_endpoints)
-            if self.settings.advertise is not None:
-                # Where a viewer on another machine reaches them: the file is carried there.
-                from pytest_memstream.plugin.remote import advertised
-
-                endpoint = advertised(endpoint, self.settings.advertise)
-                viewers = {k: advertised(v, self.settings.advertise) for k, v in viewers.items()}
-            session.write(
-                path,
-                {
-                    "endpoint": endpoint,
-                    "secret": self.keys.secret.hex(),
-                    "started": self._started,
-                    "rootdir": str(self.config.rootpath),
-                    # Where `memstream watch` attaches; see docs/protocol.md.
-                    "viewers": viewers,
-                },
-            )
+            path = write_session_file(self.config, self.settings, self.starter, self.keys)
         except OSError as exc:
             self.problems.append(f"could not write the session file for viewers: {exc}")
             return
-        self.session_file = path
+        if path is not None:
+            self.session_file = path
 
 
 def _why_stopped(
@@ -622,10 +514,3 @@ def _why_stopped(
 
 def _say_nothing(line: str) -> None:
     pass
-
-
-def _is_loopback(endpoint: str) -> bool:
-    if not endpoint.startswith("tcp://"):
-        return True  # ipc:// and inproc:// never leave the machine
-    host = endpoint[len("tcp://") :].rpartition(":")[0].strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")

@@ -27,8 +27,6 @@ a socket.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -39,7 +37,8 @@ from xdist.scheduler import LoadScheduling, WorkStealingScheduling
 if TYPE_CHECKING:
     from xdist.workermanage import WorkerController
 
-    from pytest_memstream.collector.state import RunState, WorkerState
+    from pytest_memstream.collector.records import WorkerState
+    from pytest_memstream.collector.state import RunState
 
 MiB = 1 << 20
 #: A test is hungry from this growth up, or from the budget's share below, if larger.
@@ -49,8 +48,8 @@ HUNGRY_SHARE = 8
 #: What is kept back besides: for the page cache, the controller, and samples that come
 #: an interval late.
 MARGIN_FRACTION = 0.05
-#: Where the learnt predictions live in the pytest cache.
-CACHE_KEY_LEARNT = "memstream/predictions"
+#: A worker's own memory before its tests take any (an xdist worker of pytest).
+WORKER_BASE = 64 * MiB
 
 
 class Domain(NamedTuple):
@@ -436,92 +435,3 @@ def summary_line(budget: Budget, collection: Sequence[str] | None) -> str:
         f"memstream: scheduled by memory: {budgets}; {len(budget.held)} held back "
         f"for memory, {budget.forced} over the budget (nothing else could run)"
     )
-
-
-def workers_for(budget_bytes: int, predictions: Mapping[str, int]) -> int:
-    """How many workers ``budget_bytes`` holds at once, each in a usual test: a worker's
-    own memory and the 90th percentile of the predicted growths (hungry tests beyond
-    that are the scheduler's to space out)."""
-    growths = sorted(predictions.values())
-    usual = growths[int(len(growths) * 0.9)] if growths else 0
-    return max(1, budget_bytes // (WORKER_BASE + usual))
-
-
-#: A worker's own memory before its tests take any (an xdist worker of pytest).
-WORKER_BASE = 64 * MiB
-
-
-def predictions(read: Callable[[str], Any], compare: str | Path | None) -> dict[str, int]:
-    """``{node id: predicted growth}``: what earlier runs with ``--memstream-max-total``
-    learnt, and the baseline compared against (``default`` without ``compare``), the
-    larger of the two.  ``read(key)``: a value of the pytest cache, None where none."""
-    from pytest_memstream.collector.baseline import CACHE_KEY, check_baseline
-    from pytest_memstream.plugin.options import DEFAULT_BASELINE
-
-    raw = read(CACHE_KEY_LEARNT)
-    known = {}
-    if isinstance(raw, dict):
-        known = {k: v for k, v in raw.items() if isinstance(k, str) and type(v) is int and v >= 0}
-    where = DEFAULT_BASELINE if compare is None else compare
-    try:
-        if isinstance(where, Path):
-            document = json.loads(where.read_text(encoding="utf-8")) if where.is_file() else None
-        else:
-            document = read(CACHE_KEY + where)
-        baseline = None if document is None else check_baseline(document)
-    except (OSError, ValueError):  # the comparison, if any, says what is wrong with it
-        baseline = None
-    for nodeid, figures in (baseline or {}).get("tests", {}).items():
-        values = [v for v in figures["tree_growth"] if v is not None]
-        if values:
-            known[nodeid] = max(known.get(nodeid, 0), *values)
-    return known
-
-
-def read_cache_early(config: pytest.Config) -> Callable[[str], Any]:
-    """``read(key)`` for the pytest cache before pytest opens it: xdist asks how many
-    workers ``-n auto`` means in ``pytest_cmdline_main``, before ``config.cache`` exists.
-    Reads ``{cache_dir}/v/{key}``, the JSON file pytest's cache keeps each value in."""
-    text = os.path.expandvars(os.path.expanduser(str(config.getini("cache_dir"))))
-    directory = config.rootpath / text  # an absolute path stays what it is
-
-    def read(key: str) -> Any:
-        try:
-            return json.loads((directory / "v" / key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-
-    return read
-
-
-def auto_workers(config: pytest.Config, max_total: int | str) -> int:
-    """``-n auto`` with ``--memstream-max-total``: xdist's own count (the CPUs), capped by
-    how many workers the budget holds, each in its usual test."""
-    from xdist.plugin import pytest_xdist_auto_num_workers as by_cpu
-
-    from pytest_memstream.machine import memory_limit
-
-    cpus: int = by_cpu(config)
-    if isinstance(max_total, int):
-        limit = max_total
-    else:
-        found = memory_limit()
-        headroom = found.headroom()
-        limit = found.limit if headroom is None else headroom
-    compare = config.getoption("memstream_compare", None)
-    known = predictions(read_cache_early(config), compare)
-    return max(1, min(cpus, workers_for(limit, known)))
-
-
-def learn(cache: pytest.Cache | None, known: Mapping[str, int], records: Sequence[Any]) -> None:
-    """Keep each test's growth for the next run (``records``: the run's TestRecords): its
-    tree's, or for a test that crashed its worker, at least what it had reached."""
-    if cache is None:
-        return
-    learnt_now = dict(known)
-    for record in records:
-        growth = record.tree_growth
-        if record.outcome == "crashed":
-            growth = max(growth, learnt_now.get(record.nodeid, 0))
-        learnt_now[record.nodeid] = max(0, int(growth))
-    cache.set(CACHE_KEY_LEARNT, learnt_now)
