@@ -189,6 +189,52 @@ def test_a_process_that_outlives_its_test_counts_in_the_tests_after_it(
     assert idle["children"]["count"] == 1
 
 
+LOKY = """
+import time
+
+import joblib
+
+MiB = 1 << 20
+
+
+def take(size):
+    data = b"l" * (size * MiB)
+    time.sleep(0.6)  # the two overlap
+    return len(data)
+
+
+def run_two():
+    parallel = joblib.Parallel(n_jobs=2, backend="loky")
+    assert parallel(joblib.delayed(take)(150) for _ in range(2)) == [150 * MiB] * 2
+
+
+def test_loky_starts_its_workers():
+    run_two()
+
+
+def test_loky_reuses_them():
+    run_two()
+"""
+
+
+@XDIST
+def test_joblib_loky_workers_count_in_the_test_that_starts_them_and_those_that_reuse_them(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
+) -> None:
+    # loky keeps its workers for the next Parallel call: the second test finds them alive.
+    pytester.makepyfile(test_loky=LOKY)
+    run = run_memstream(*xdist, "--dist=loadfile" if "-n" in xdist else "-q")
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    first, reused = run.test("test_loky_starts_its_workers"), run.test("test_loky_reuses_them")
+    # Two new interpreters with joblib (~55 MiB each), and 150 MiB in each at once.
+    assert 300 * MiB + 60 * MiB <= first["tree_growth"] <= 500 * MiB
+    assert 300 * MiB <= reused["tree_growth"] <= 330 * MiB
+    assert max(first["growth"], reused["growth"]) < 8 * MiB  # the worker itself did nothing
+    # The reused workers stood in the second test's start.
+    assert reused["tree_peak"] - reused["tree_growth"] >= reused["rss_start"] + 60 * MiB
+    assert reused["children"]["count"] >= 2 and reused["children"]["method"] == "hwm"
+
+
 LIMITED = """
 import subprocess, sys
 import pytest
