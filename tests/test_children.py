@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from runs import RunMemstream
+from runs import MemstreamRun, RunMemstream
 
 MiB = 1 << 20
 XDIST = pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]], ids=["alone", "xdist"])
@@ -129,6 +129,16 @@ def test_what_children_take_is_the_tests(
     )
 
 
+def _on_one_worker(
+    pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str], **files: str
+) -> MemstreamRun:
+    """A passing run of ``files``, each file's tests in order on one worker."""
+    pytester.makepyfile(**files)
+    run = run_memstream(*xdist, "--dist=loadfile" if "-n" in xdist else "-q")
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    return run
+
+
 SERVER = """
 import subprocess, sys
 import pytest
@@ -175,9 +185,7 @@ def test_c_leaves_it_alone(server):
 def test_a_process_that_outlives_its_test_counts_in_the_tests_after_it(
     pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
 ) -> None:
-    pytester.makepyfile(test_server=SERVER)
-    run = run_memstream(*xdist, "--dist=loadfile" if "-n" in xdist else "-q")
-    assert run.result.ret == pytest.ExitCode.OK, run.output
+    run = _on_one_worker(pytester, run_memstream, xdist, test_server=SERVER)
     names = ("test_a_starts_the_server", "test_b_makes_it_grow", "test_c_leaves_it_alone")
     first, grows, idle = (run.test(name) for name in names)
     assert first["tree_growth"] >= 20 * MiB  # the server, and what it was asked for
@@ -222,9 +230,7 @@ def test_joblib_loky_workers_count_in_the_test_that_starts_them_and_those_that_r
     pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
 ) -> None:
     # loky keeps its workers for the next Parallel call: the second test finds them alive.
-    pytester.makepyfile(test_loky=LOKY)
-    run = run_memstream(*xdist, "--dist=loadfile" if "-n" in xdist else "-q")
-    assert run.result.ret == pytest.ExitCode.OK, run.output
+    run = _on_one_worker(pytester, run_memstream, xdist, test_loky=LOKY)
     first, reused = run.test("test_loky_starts_its_workers"), run.test("test_loky_reuses_them")
     # Two new interpreters with joblib (~55 MiB each), and 150 MiB in each at once.
     assert 300 * MiB + 60 * MiB <= first["tree_growth"] <= 500 * MiB
