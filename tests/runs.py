@@ -7,6 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import xdist.scheduler
+
+#: ``--dist worksteal`` and ``--maxschedchunk`` came with pytest-xdist 3.2 (the oldest
+#: Python's smoke run has xdist 3.0).
+NEEDS_XDIST_3_2 = pytest.mark.skipif(
+    not hasattr(xdist.scheduler, "WorkStealingScheduling"),
+    reason="--dist worksteal and --maxschedchunk came with pytest-xdist 3.2",
+)
 
 
 @dataclass

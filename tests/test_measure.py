@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from runs import MEMORY_TESTS, RunMemstream
+from runs import MEMORY_TESTS, NEEDS_XDIST_3_2, RunMemstream
 
 MiB = 1 << 20
 
@@ -54,7 +54,9 @@ def test_single_process(run_memstream: RunMemstream) -> None:
     check_memory_figures(run_memstream, "-p", "no:xdist", worker="main")
 
 
-@pytest.mark.parametrize("dist", ["load", "loadscope", "loadfile", "worksteal"])
+@pytest.mark.parametrize(
+    "dist", ["load", "loadscope", "loadfile", pytest.param("worksteal", marks=NEEDS_XDIST_3_2)]
+)
 def test_xdist(run_memstream: RunMemstream, dist: str) -> None:
     check_memory_figures(run_memstream, "-n", "2", f"--dist={dist}", worker="gw")
 

@@ -50,14 +50,23 @@ class Scheduling:
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         """xdist's own scheduling, with hungry tests handed out by memory (schedule.py)."""
-        from pytest_memstream.plugin.schedule import make_scheduler
+        dist = config.getoption("dist", "load")
+        scheduler: Any
+        if dist == "load":
+            from pytest_memstream.plugin.schedule import MemoryAwareLoad
 
-        scheduler = make_scheduler(config, log, self.budget)
-        if scheduler is None:
+            scheduler = MemoryAwareLoad(config, log)
+        elif dist == "worksteal":
+            from pytest_memstream.plugin.worksteal import MemoryAwareWorksteal
+
+            scheduler = MemoryAwareWorksteal(config, log)
+        else:
             self.controller.problems.append(
                 "--memstream-max-total schedules --dist load and worksteal only: with --dist "
-                f"{config.getoption('dist')} the tests ran as xdist handed them out"
+                f"{dist} the tests ran as xdist handed them out"
             )
+            return None
+        scheduler.budget = self.budget
         return scheduler
 
     @functools.cached_property
