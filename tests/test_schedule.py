@@ -190,6 +190,24 @@ def test_other_dist_modes_say_they_are_not_scheduled_by_memory(
     )
 
 
+def test_without_xdist_it_says_there_was_nothing_to_schedule(
+    pytester: pytest.Pytester, run_memstream: RunMemstream
+) -> None:
+    # pytest-xdist is not a dependency: where it is not installed, its modules are not
+    # there to import (the plugin once failed the run on them).
+    pytester.makeconftest(
+        "import sys\nsys.modules['xdist'] = sys.modules['xdist.scheduler'] = None\n"
+    )
+    pytester.makepyfile(test_only=ONLY_HUNGRY)
+    run = run_memstream("-p", "no:xdist", "--memstream-max-total=1G")
+    assert run.result.ret == pytest.ExitCode.OK, run.output
+    assert "INTERNALERROR" not in run.output
+    run.result.stdout.fnmatch_lines(
+        ["memstream: warning: --memstream-max-total schedules pytest-xdist's workers, and this "
+         "run had none (no -n, or no pytest-xdist)*"]
+    )  # fmt: skip
+
+
 def facts(run: MemstreamRun) -> dict[str, Any]:
     run_facts: dict[str, Any] = run.report["run"]
     return run_facts

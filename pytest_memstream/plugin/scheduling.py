@@ -41,6 +41,11 @@ class Scheduling:
             # The budget's headroom as it is before xdist starts the workers (it does so
             # in its own pytest_sessionstart): they are counted by their own figures.
             self.domains  # noqa: B018
+        else:
+            self.controller.problems.append(
+                "--memstream-max-total schedules pytest-xdist's workers, and this run had "
+                "none (no -n, or no pytest-xdist): its tests ran one after the other as usual"
+            )
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_newgateway(self, gateway: Any) -> None:
@@ -53,11 +58,11 @@ class Scheduling:
         dist = config.getoption("dist", "load")
         scheduler: Any
         if dist == "load":
-            from pytest_memstream.plugin.schedule import MemoryAwareLoad
+            from pytest_memstream.plugin.schedule_load import MemoryAwareLoad
 
             scheduler = MemoryAwareLoad(config, log)
         elif dist == "worksteal":
-            from pytest_memstream.plugin.worksteal import MemoryAwareWorksteal
+            from pytest_memstream.plugin.schedule_worksteal import MemoryAwareWorksteal
 
             scheduler = MemoryAwareWorksteal(config, log)
         else:

@@ -2,7 +2,7 @@
 tests handed out by budget (plugin/schedule.py has what both schedulers share).
 
 A module of its own: pytest-xdist has had worksteal only since 3.2, and this one is
-imported only when a run asks for it.
+imported only when a run asks for it (pytest-xdist is not a dependency).
 """
 
 from __future__ import annotations
