@@ -198,30 +198,37 @@ def test_a_process_that_outlives_its_test_counts_in_the_tests_after_it(
 
 
 LOKY = """
-import time
+import os, time
 
 import joblib
 
 MiB = 1 << 20
 
 
-def take(size):
+def take(size, meet):
     data = b"l" * (size * MiB)
-    time.sleep(0.6)  # the two overlap
+    # Both tasks hold their memory at once: each waits for the other (in another loky
+    # worker, since this one is busy), then holds it for a few sampling intervals.
+    open(os.path.join(meet, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(meet)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.5)
     return len(data)
 
 
-def run_two():
+def run_two(tmp_path):
     parallel = joblib.Parallel(n_jobs=2, backend="loky")
-    assert parallel(joblib.delayed(take)(150) for _ in range(2)) == [150 * MiB] * 2
+    calls = (joblib.delayed(take)(150, str(tmp_path)) for _ in range(2))
+    assert parallel(calls) == [150 * MiB] * 2
 
 
-def test_loky_starts_its_workers():
-    run_two()
+def test_loky_starts_its_workers(tmp_path):
+    run_two(tmp_path)
 
 
-def test_loky_reuses_them():
-    run_two()
+def test_loky_reuses_them(tmp_path):
+    run_two(tmp_path)
 """
 
 
