@@ -28,18 +28,25 @@ def test_short_child():
     subprocess.run(python(200, 0.05), check=True)
 
 
-def take(size):
+def take(size, meet):
     data = b"w" * (size * MiB)
-    time.sleep(0.6)  # the two overlap
+    # Both hold their memory at once: each waits for the other (in the pool's other
+    # process, since this one is busy), then holds it for a few sampling intervals.
+    open(os.path.join(meet, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(meet)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.5)
     return len(data)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_pool(method):
+def test_pool(method, tmp_path):
     # The worker's own 300 MiB: a fork shares them, and must not count them again.
     held = b"h" * (300 * MiB)
     with multiprocessing.get_context(method).Pool(2) as pool:
-        assert pool.map(take, [150, 150], chunksize=1) == [150 * MiB] * 2
+        sizes = [(150, str(tmp_path))] * 2
+        assert pool.starmap(take, sizes, chunksize=1) == [150 * MiB] * 2
     del held
 
 
