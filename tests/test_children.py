@@ -8,9 +8,25 @@ from runs import MemstreamRun, RunMemstream
 MiB = 1 << 20
 XDIST = pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]], ids=["alone", "xdist"])
 
+#: What two tasks in two processes call to hold their memory at the same time.
+TOGETHER = """
+import os, time
+
+
+def hold_together(meet, seconds=0.5):
+    # Wait until the other task has come here too (a file each in ``meet``), then hold
+    # on for a few sampling intervals.
+    open(os.path.join(meet, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(meet)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(seconds)
+"""
+
 CHILDREN = """
 import multiprocessing, os, signal, subprocess, sys, time
 import pytest
+from together import hold_together
 
 MiB = 1 << 20
 HOLD = "import sys, time; x = b'x' * ({size} << 20); time.sleep({seconds})"
@@ -30,13 +46,7 @@ def test_short_child():
 
 def take(size, meet):
     data = b"w" * (size * MiB)
-    # Both hold their memory at once: each waits for the other (in the pool's other
-    # process, since this one is busy), then holds it for a few sampling intervals.
-    open(os.path.join(meet, str(os.getpid())), "w").close()
-    deadline = time.monotonic() + 60
-    while len(os.listdir(meet)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    time.sleep(0.5)
+    hold_together(meet)  # with the pool's other process, since this one is busy
     return len(data)
 
 
@@ -56,10 +66,13 @@ def test_grandchild():
 
 
 def test_killed_child():
-    child = subprocess.Popen(python(120, 60))
-    time.sleep(1.0)
+    ready = "import sys, time; x = b'x' * (120 << 20); print(flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", ready], stdout=subprocess.PIPE)
+    child.stdout.readline()  # it holds its 120 MiB now
+    time.sleep(0.5)  # for the sampler to read it a few times: its last figures
     child.kill()
     child.wait()
+    child.stdout.close()
 
 """
 
@@ -94,7 +107,7 @@ def test_a_test_that_starts_no_process_is_its_worker_alone(
 def test_what_children_take_is_the_tests(
     pytester: pytest.Pytester, run_memstream: RunMemstream
 ) -> None:
-    pytester.makepyfile(test_children=CHILDREN)
+    pytester.makepyfile(test_children=CHILDREN, together=TOGETHER)
     run = run_memstream("-n", "2", "-v", "--memstream-top=0", "--memstream-warn=250M")
     assert run.result.ret == pytest.ExitCode.OK, run.output
     # A python child holds what it allocated and its own interpreter (~10 MiB).
@@ -205,22 +218,15 @@ def test_a_process_that_outlives_its_test_counts_in_the_tests_after_it(
 
 
 LOKY = """
-import os, time
-
 import joblib
+from together import hold_together
 
 MiB = 1 << 20
 
 
 def take(size, meet):
     data = b"l" * (size * MiB)
-    # Both tasks hold their memory at once: each waits for the other (in another loky
-    # worker, since this one is busy), then holds it for a few sampling intervals.
-    open(os.path.join(meet, str(os.getpid())), "w").close()
-    deadline = time.monotonic() + 60
-    while len(os.listdir(meet)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    time.sleep(0.5)
+    hold_together(meet)  # with the other loky worker, since this one is busy
     return len(data)
 
 
@@ -244,7 +250,7 @@ def test_joblib_loky_workers_count_in_the_test_that_starts_them_and_those_that_r
     pytester: pytest.Pytester, run_memstream: RunMemstream, xdist: list[str]
 ) -> None:
     # loky keeps its workers for the next Parallel call: the second test finds them alive.
-    run = _on_one_worker(pytester, run_memstream, xdist, test_loky=LOKY)
+    run = _on_one_worker(pytester, run_memstream, xdist, test_loky=LOKY, together=TOGETHER)
     first, reused = run.test("test_loky_starts_its_workers"), run.test("test_loky_reuses_them")
     # Two new interpreters with joblib (~55 MiB each), and 150 MiB in each at once.
     assert 300 * MiB + 60 * MiB <= first["tree_growth"] <= 500 * MiB
