@@ -212,35 +212,35 @@ class Recorder:
 
     def _end_tree(self, test: CurrentTest, tree: ProcessTree) -> None:
         """The one cheap check of a test without processes; the figures of one with."""
-        children = self._children = tree.any_children()
-        reaped = tree.take_reaped()
-        if (test.tree is None and not children and not reaped) or not test.phases:
-            return
-        worker_peak = max(figures[2] for figures in test.phases.values())
-        with tree.lock:
-            if test.tree is None:
-                test.tree = TestTree(test.rss, None)
-            if children:
-                test.tree.observe(self._rss, tree.read())
-            test.tree.reaped(reaped, worker_peak)
-            test.tree.finish(worker_peak)
+        self._children = tree.any_children()
+        self._update_tree(test, tree, read=self._children)
 
     def tree_so_far(self) -> tuple[int, int] | None:
         """``(growth, peak)`` of the current test's process tree up to now, None if it
         started no process (for a limit on it; a reading: a few syscalls a process)."""
         test, tree = self._test, self._tree
-        if test is None or tree is None or not test.phases:
+        if test is None or tree is None or (test.tree is None and not tree.any_children()):
             return None
+        if not self._update_tree(test, tree, read=True):
+            return None
+        assert test.tree is not None
+        return test.tree.peak - test.tree.start, test.tree.peak
+
+    def _update_tree(self, test: CurrentTest, tree: ProcessTree, read: bool) -> bool:
+        """Bring ``test``'s tree figures up to now: a reading of the tree if ``read``, and
+        the children reaped since the last; False if it has no tree to speak of."""
+        reaped = tree.take_reaped()
+        if (test.tree is None and not read and not reaped) or not test.phases:
+            return False
         worker_peak = max(figures[2] for figures in test.phases.values())
         with tree.lock:
-            if test.tree is None and not tree.any_children() and not tree.has_reaped():
-                return None
             if test.tree is None:
                 test.tree = TestTree(test.rss, None)
-            test.tree.observe(self._rss, tree.read())
-            test.tree.reaped(tree.take_reaped(), worker_peak)
+            if read:
+                test.tree.observe(self._rss, tree.read())
+            test.tree.reaped(reaped, worker_peak)
             test.tree.finish(worker_peak)
-            return test.tree.peak - test.tree.start, test.tree.peak
+        return True
 
     def measure_so_far(self) -> dict[str, tuple[int, int, int, float]]:
         """Measure a teardown that has run up to now (a boundary: two syscalls or three);

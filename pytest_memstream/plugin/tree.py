@@ -45,7 +45,6 @@ class Reaped:
     pid: int
     status: int
     maxrss: int
-    at: float
 
 
 @dataclass
@@ -101,9 +100,6 @@ class ProcessTree:
         """Whether the test's thread has a child now, or a child was reaped since the last
         :meth:`take_reaped` (one read, or none)."""
         return bool(self._reaped) or bool(os.pread(self._children_fd, 16, 0).strip())
-
-    def has_reaped(self) -> bool:
-        return bool(self._reaped)
 
     def take_reaped(self) -> list[Reaped]:
         if not self._reaped:
@@ -173,7 +169,7 @@ class ProcessTree:
         os.wait = memstream_wait
 
     def _note(self, pid: int, status: int, usage: Any) -> None:
-        reaped = Reaped(pid, status, usage.ru_maxrss << 10, time.time())
+        reaped = Reaped(pid, status, usage.ru_maxrss << 10)
         with self._lock:
             if len(self._reaped) < MAX_PROCESSES:
                 self._reaped.append(reaped)
@@ -219,10 +215,6 @@ class TestTree:
         self._worker_low = worker_rss
         if reading is not None:
             self._note_processes(reading)
-
-    @property
-    def started_processes(self) -> bool:
-        return bool(self.children)
 
     def observe(self, worker_rss: int, reading: Reading) -> None:
         """A reading of the tree while the worker's RSS was ``worker_rss``."""
@@ -293,13 +285,6 @@ def open_tree() -> ProcessTree | None:
 def killed_by(status: int) -> int:
     """The signal that ended a reaped child, 0 if it exited."""
     return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def _children(pid: int) -> list[int]:
