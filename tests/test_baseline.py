@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from runs import RunMemstream, table_rows
 
 from pytest_memstream.collector.baseline import (
     SCHEMA,
+    Baseline,
     BaselineError,
-    baseline_of,
     check_baseline,
     compare,
     comparison_lines,
@@ -19,6 +20,11 @@ from pytest_memstream.collector.baseline import (
 )
 
 MiB = 1 << 20
+
+
+def one_run(report: dict[str, Any]) -> Baseline:
+    """The baseline of ``report`` alone."""
+    return with_run(None, report, 1)
 
 
 def suite(hungry_mib: int, extra: str = "test_old") -> str:
@@ -197,9 +203,7 @@ def _report(*tests: tuple[str, int, str]) -> dict[str, object]:
 
 
 def test_comparison_logic() -> None:
-    base = baseline_of(
-        _report(("a", 10 * MiB, "passed"), ("b", 0, "passed"), ("gone", 1, "passed"))
-    )
+    base = one_run(_report(("a", 10 * MiB, "passed"), ("b", 0, "passed"), ("gone", 1, "passed")))
     assert check_baseline(json.loads(json.dumps(base))) == base
     now = _report(
         ("a", 12 * MiB, "passed"),
@@ -223,11 +227,11 @@ def test_comparison_logic() -> None:
 def test_a_test_that_never_finished_is_left_out_of_a_baseline() -> None:
     report = _report(("done", MiB, "passed"), ("interrupted", MiB, "passed"))
     report["tests"][1]["kept"] = None  # type: ignore[index]
-    base = baseline_of(report)
+    base = one_run(report)
     assert list(base["tests"]) == ["done"]
     assert check_baseline(json.loads(json.dumps(base))) == base
     # Nor is it compared, nor listed as gone: it is in the run, without figures to compare.
-    comparison = compare(baseline_of(_report(("interrupted", MiB, "passed"))), report)
+    comparison = compare(one_run(_report(("interrupted", MiB, "passed"))), report)
     assert (comparison.changes, comparison.new, comparison.gone) == ([], ["done"], [])
 
 
@@ -271,7 +275,7 @@ def test_without_the_cache_a_name_cannot_be_saved_but_a_path_can(
 
 
 def test_one_gone_and_one_new_in_a_file_is_a_rename_never_a_failure() -> None:
-    base = baseline_of(
+    base = one_run(
         _report(("f.py::old", MiB, "passed"), ("g.py::x", 0, "passed"), ("g.py::y", 0, "passed"))
     )
     now = _report(
@@ -296,7 +300,7 @@ def percent_column(lines: list[str]) -> dict[str, str]:
 
 
 def test_percentages_never_read_minus_zero_nor_new() -> None:
-    base = baseline_of(
+    base = one_run(
         _report(
             ("drop", 100 * MiB, "passed"),
             ("rise", 100 * MiB, "passed"),

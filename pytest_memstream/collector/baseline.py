@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_memstream.collector.files import write_atomically
+from pytest_memstream.collector.files import write_json
 from pytest_memstream.counts import counted
 from pytest_memstream.sizes import format_size
 
@@ -90,11 +90,6 @@ def _measured(report: dict[str, Any]) -> dict[str, list[int]]:
             tree = test.get("tree_growth", test["growth"])
             tests[test["nodeid"]] = [*(int(test[name]) for name in FIGURES_1), int(tree)]
     return tests
-
-
-def baseline_of(report: dict[str, Any]) -> Baseline:
-    """The baseline document of one report document: one run."""
-    return with_run(None, report, 1)
 
 
 def with_run(old: Baseline | None, report: dict[str, Any], keep: int) -> Baseline:
@@ -367,5 +362,5 @@ def save_baseline_file(path: Path, report: dict[str, Any], keep: int) -> tuple[i
         kind = "" if isinstance(exc, BaselineError) else f"{type(exc).__name__}: "
         problem = f"cannot read baseline {path}: {kind}{exc}; it is saved anew, with this run alone"
     baseline = with_run(old, report, keep)
-    write_atomically(path, [json.dumps(baseline, separators=(",", ":")) + "\n"])
+    write_json(path, baseline)
     return run_count(baseline), problem

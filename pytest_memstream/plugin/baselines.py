@@ -28,7 +28,8 @@ from pytest_memstream.collector.baseline import (
     run_count,
     with_run,
 )
-from pytest_memstream.collector.report import incomplete_reason, write_report
+from pytest_memstream.collector.files import write_json
+from pytest_memstream.collector.report import incomplete_reason
 from pytest_memstream.plugin.options import DEFAULT_BASELINE, Settings
 
 
@@ -128,7 +129,7 @@ class Baselines:
         runs = f" ({run_count(baseline)} of at most {self._settings.baseline_runs} runs)"
         if isinstance(where, Path):
             try:
-                write_report(baseline, where)
+                write_json(where, baseline)
             except OSError as exc:
                 self.problems.append(f"could not save the baseline to {where}: {exc}")
             else:
