@@ -174,3 +174,8 @@ class WorkerState:
     last_index: int = -1
     #: Tests that started but whose end never arrived (index -> nodeid).
     unfinished: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def held(self) -> int:
+        """Its latest figure: its process tree's total while it has processes, else its RSS."""
+        return self.tree if self.tree is not None else self.rss

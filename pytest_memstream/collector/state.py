@@ -102,7 +102,7 @@ class RunState:
         for worker in self.workers.values():
             if worker.status != "running" or not worker.rss:
                 continue
-            held = worker.tree if worker.tree is not None else worker.rss
+            held = worker.held
             if worker.id == peaked:
                 held = max(held, peak)
             memory[worker.id] = held

@@ -90,15 +90,22 @@ def this_machine() -> str:
     return sent[0]["machine"]
 
 
-def ask_far_side(gateway: Any) -> FarSide:
-    """Ask the far side of ``gateway`` who it is; empty fields for what it did not say."""
+def ask(gateway: Any, source: str) -> dict[str, Any] | None:
+    """What ``source``, run on the far side of ``gateway``, sends back: a dict, or None
+    (an old or odd Python there, a gateway gone, an answer of another shape)."""
     try:
-        channel = gateway.remote_exec(FAR_SIDE)
+        channel = gateway.remote_exec(source)
         answer = channel.receive(PROBE_TIMEOUT)
         channel.waitclose(PROBE_TIMEOUT)
-    except Exception:  # an old or odd Python there, a gateway gone: nothing learnt
-        return FarSide("", "", "")
-    if not isinstance(answer, dict):
+    except Exception:
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def ask_far_side(gateway: Any) -> FarSide:
+    """Ask the far side of ``gateway`` who it is; empty fields for what it did not say."""
+    answer = ask(gateway, FAR_SIDE)
+    if answer is None:
         return FarSide("", "", "")
     fields = [answer.get(name) for name in FarSide._fields]
     return FarSide(*(value if isinstance(value, str) else "" for value in fields))
@@ -193,7 +200,8 @@ class RemoteHosts:
         self._starter = starter
         self._say = say
         self._machine: str | None = None
-        self._reach: dict[str, Reach] = {}
+        #: Where each gateway's worker streams (by gateway id, which is the worker's id).
+        self.reaches: dict[str, Reach] = {}
         #: Addresses the sink was told to listen on, and the endpoint each became.
         self._listening: dict[str, str] = {}
 
@@ -202,13 +210,13 @@ class RemoteHosts:
         far = ask_far_side(gateway)
         spec = gateway.spec
         host = far.host or _named_host(spec, gateway)
-        reach = self._reach[gateway.id] = self._decide(gateway, spec, far, host)
+        reach = self.reaches[gateway.id] = self._decide(gateway, spec, far, host)
         return reach
 
     def reach(self, gateway: Any) -> Reach:
         """Where the worker of ``gateway`` streams to (decided now if xdist did not say
         the gateway came up)."""
-        found = self._reach.get(gateway.id)
+        found = self.reaches.get(gateway.id)
         return found if found is not None else self.gateway_up(gateway)
 
     def _decide(self, gateway: Any, spec: Any, far: FarSide, host: str) -> Reach:

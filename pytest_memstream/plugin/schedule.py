@@ -61,10 +61,6 @@ class Domain(NamedTuple):
     label: str
 
 
-#: How long the far side of a gateway may take to say what memory it has.
-PROBE_TIMEOUT = 10.0
-
-
 class MemoryDomains:
     """Which memory domain each worker runs in: this machine's, or for a worker on another
     host, the one its gateway's far side reports (machine.py's own source runs there, in
@@ -101,15 +97,11 @@ class MemoryDomains:
 
 def _ask_memory(gateway: Any) -> dict[str, Any] | None:
     from pytest_memstream import machine
+    from pytest_memstream.plugin.remote import ask
 
     source = Path(machine.__file__).read_text(encoding="utf-8") + "\nchannel.send(describe())\n"
-    try:
-        channel = gateway.remote_exec(source)
-        answer = channel.receive(PROBE_TIMEOUT)
-        channel.waitclose(PROBE_TIMEOUT)
-    except Exception:  # an old Python there, a gateway gone: its workers share ours
-        return None
-    if not isinstance(answer, dict):
+    answer = ask(gateway, source)
+    if answer is None:  # its workers share our budget
         return None
     ok = (
         isinstance(answer.get("domain"), str)
@@ -174,13 +166,12 @@ class Budget:
             )
 
     def hungry_from(self, domain: Domain) -> int:
-        return max(HUNGRY_FLOOR, domain.limit // self._count(domain) // HUNGRY_SHARE)
+        return _hungry_from(domain.limit, self._count(domain))
 
     def budget(self, domain: Domain) -> int:
         workers = self._count(domain)
-        hungry_from = max(HUNGRY_FLOOR, domain.limit // workers // HUNGRY_SHARE)
         # Tests that are not hungry run unchecked: each worker may be in one at once.
-        margin = workers * hungry_from + int(domain.limit * MARGIN_FRACTION)
+        margin = workers * _hungry_from(domain.limit, workers) + int(domain.limit * MARGIN_FRACTION)
         return max(0, domain.limit - margin)
 
     def need(self, nodeid: str) -> int:
@@ -197,7 +188,7 @@ class Budget:
         total = 0
         with self._state.cond:
             for worker in self._workers(domain):
-                latest = worker.tree if worker.tree is not None else worker.rss
+                latest = worker.held
                 # Not heard from yet (it is still starting): what a worker usually takes.
                 latest = latest or WORKER_BASE
                 charged = self.charges.get(worker.id)
@@ -235,6 +226,11 @@ class Budget:
 
     def release_all(self, worker: str) -> None:
         self.charges.pop(worker, None)
+
+
+def _hungry_from(limit: int, workers: int) -> int:
+    """The growth from which a test is hungry, in a domain of ``limit`` and ``workers``."""
+    return max(HUNGRY_FLOOR, limit // workers // HUNGRY_SHARE)
 
 
 class MemoryAware:
