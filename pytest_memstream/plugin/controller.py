@@ -86,7 +86,6 @@ class Controller:
         self.session_file: Path | None = None
         #: Workers on other hosts, as each was handed its address (plugin/remote.py).
         self.remote: RemoteHosts | None = None
-        self.remote_reach: dict[str, Reach] = {}
         self._started = starter.began
         #: The OOM killer's kills in the run's cgroup so far (see _killed_how).
         self._oom_kills = 0
@@ -123,8 +122,6 @@ class Controller:
         """
         endpoint = self.starter.endpoint if reach is None else reach.endpoint
         self.starter.expect(worker, os.uname().nodename if reach is None else reach.host)
-        if reach is not None:
-            self.remote_reach[worker] = reach
         return {
             "endpoint": endpoint,
             "server_key": self.keys.server.public.hex(),
@@ -169,7 +166,8 @@ class Controller:
         if isinstance(fallback, dict) and fallback.get("error"):
             self.problems.append(f"{worker} {fallback['error']}; its tests ran unmeasured")
         elif isinstance(fallback, dict):
-            self._drain(worker, int(fallback.get("last_seq", -1)), self.remote_reach.get(worker))
+            reach = None if self.remote is None else self.remote.reaches.get(worker)
+            self._drain(worker, int(fallback.get("last_seq", -1)), reach)
         else:
             self.state.wait_drained(worker, None, CRASH_QUIET, DRAIN_TIMEOUT)
         why = killed_by = None
@@ -363,7 +361,7 @@ class Controller:
         return increased
 
     def _note_sink_problems(self) -> None:
-        for worker, reach in self.remote_reach.items():
+        for worker, reach in (self.remote.reaches if self.remote else {}).items():
             if reach.why:
                 self.problems.append(
                     f"{worker} on {reach.host} was given no address to stream to: {reach.why} "

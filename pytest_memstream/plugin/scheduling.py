@@ -12,25 +12,40 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 from pytest_memstream.plugin.schedule import WORKER_BASE
 
 if TYPE_CHECKING:
+    from pytest_memstream.collector.state import RunState
     from pytest_memstream.machine import MemoryLimit
-    from pytest_memstream.plugin.controller import Controller
+    from pytest_memstream.plugin.options import Settings
     from pytest_memstream.plugin.schedule import Budget, MemoryDomains
 
 #: Where the learnt predictions live in the pytest cache.
 CACHE_KEY_LEARNT = "memstream/predictions"
 
 
+class Owner(Protocol):
+    """What this needs of the controller it sits beside (plugin/controller.py)."""
+
+    config: pytest.Config
+    settings: Settings
+    problems: list[str]
+
+    @property
+    def state(self) -> RunState: ...
+
+    @property
+    def memory_limit(self) -> MemoryLimit: ...
+
+
 class Scheduling:
     """A plugin beside the controller, registered with it when the option is given."""
 
-    def __init__(self, controller: Controller, max_total: int | str) -> None:
+    def __init__(self, controller: Owner, max_total: int | str) -> None:
         self.controller = controller
         self.max_total = max_total
 
